@@ -1,0 +1,1 @@
+//! Paths of the test guests compiled by this crate's build script.
