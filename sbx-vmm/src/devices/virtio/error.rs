@@ -1,0 +1,70 @@
+//! Errors setting up virtio devices and wiring them into a VM.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors creating or wiring virtio devices. Guest misbehaviour is never an error here: it is
+/// logged and counted in the device's metrics.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VirtioError {
+    /// Creating an eventfd failed.
+    #[error("cannot create an eventfd")]
+    EventFd(#[source] io::Error),
+    /// The disk image cannot be opened or inspected.
+    #[error("cannot open disk image {}", path.display())]
+    OpenDisk {
+        /// The image path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The disk image path names a directory.
+    #[error("disk image {} is a directory", path.display())]
+    DiskIsDirectory {
+        /// The image path.
+        path: PathBuf,
+    },
+    /// The block device serial is longer than the 20 bytes virtio-blk can report.
+    #[error("block device serial is {len} bytes long, at most 20 are allowed")]
+    SerialTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The host entropy source cannot be opened.
+    #[error("cannot open the host entropy source {path}")]
+    OpenEntropy {
+        /// The source path.
+        path: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// No MMIO window / interrupt line is left for this device slot.
+    #[error("virtio-mmio slot {0} has no free interrupt line")]
+    NoSlot(u32),
+    /// `KVM_IOEVENTFD` failed.
+    #[error("cannot register the ioeventfd of queue {queue} at {addr:#x}")]
+    IoEventFd {
+        /// Queue index.
+        queue: usize,
+        /// Guest physical address of the `QueueNotify` register.
+        addr: u64,
+        /// Why.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// `KVM_IRQFD` failed.
+    #[error("cannot register the irqfd for gsi {gsi}")]
+    IrqFd {
+        /// The interrupt line.
+        gsi: u32,
+        /// Why.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The device window overlaps another device on the MMIO bus.
+    #[error("cannot place the device on the MMIO bus")]
+    Bus(#[from] crate::devices::bus::Overlap),
+}
