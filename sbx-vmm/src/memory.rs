@@ -71,8 +71,12 @@ mod tests {
     fn small_memory_is_one_region() {
         let mem = create_guest_memory(4 << 20).unwrap();
         assert_eq!(mem.num_regions(), 1);
-        mem.write_obj(0xdead_beefu32, GuestAddress(0x3ffffc)).unwrap();
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(0x3ffffc)).unwrap(), 0xdead_beef);
+        mem.write_obj(0xdead_beefu32, GuestAddress(0x3ffffc))
+            .unwrap();
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(0x3ffffc)).unwrap(),
+            0xdead_beef
+        );
         assert!(mem.read_obj::<u32>(GuestAddress(4 << 20)).is_err());
         assert!(mem.iter().all(|r| r.file_offset().is_some()));
     }
