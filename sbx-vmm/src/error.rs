@@ -50,8 +50,8 @@ pub enum Error {
     #[error(transparent)]
     Boot(#[from] BootError),
     /// Building the ACPI tables failed.
-    #[error("cannot build the ACPI tables: {0}")]
-    Acpi(String),
+    #[error("cannot build the ACPI tables")]
+    Acpi(#[source] crate::acpi::AcpiError),
     /// A disk image cannot be used.
     #[error("cannot use disk image {}", path.display())]
     Disk {

@@ -32,6 +32,7 @@
 //! thread for device queues. It installs a no-op handler for `SIGRTMIN` to kick vCPU threads
 //! out of `KVM_RUN` when a VM stops.
 
+pub mod acpi;
 pub mod arch;
 mod device_manager;
 pub mod devices;
@@ -40,6 +41,8 @@ mod exit;
 mod kvm_detect;
 pub mod memory;
 mod metrics;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 mod vcpu;
 mod vm;
 

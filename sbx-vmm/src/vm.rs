@@ -367,13 +367,15 @@ impl Vm {
             )
             .map_err(overlap)?;
 
-        let extra = crate::device_manager::DeviceManager::new(
-            &config,
-            &vm_fd,
-            &memory,
-            &mut buses.mmio,
-            exit.clone(),
-        )?;
+        let extra =
+            crate::device_manager::DeviceManager::new(&config, &vm_fd, &memory, &mut buses.mmio)?;
+        let acpi = crate::acpi::AcpiConfig::new(config.vcpus).with_virtio_devices(
+            extra
+                .placements()
+                .iter()
+                .map(|p| crate::acpi::VirtioMmioDevice::new(p.base, p.size, p.gsi)),
+        );
+        crate::acpi::create_acpi_tables(&memory, &acpi).map_err(Error::Acpi)?;
 
         // vCPUs last: from here on the guest runs.
         install_kick_handler().map_err(host("vCPU kick signal handler"))?;
