@@ -1,0 +1,331 @@
+//! Plain configuration of one namespace sandbox.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// What a namespace sandbox is built from. Build with [`Config::new`] and the `with_*` methods.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Config {
+    /// The read-only base root directory (a Debian or busybox root). Never written to.
+    pub rootfs: PathBuf,
+    /// The sandbox's host-side state folder: `upper/` (its writable layer), `work/` (overlayfs
+    /// scratch), `root/` (a mount point that is only used inside the sandbox's mount namespace).
+    pub state_dir: PathBuf,
+    /// The program that runs as the sandbox's PID 1.
+    pub init: Init,
+    /// Host paths made visible inside. Nothing else of the host is.
+    pub binds: Vec<Bind>,
+    /// Host name inside the sandbox (its own UTS namespace).
+    pub hostname: String,
+    /// cgroup limits, applied where the host lets us (see [`crate::LimitsReport`]).
+    pub limits: Limits,
+    /// Create the TAP device `eth0` inside and hand its file descriptor to the host.
+    pub network: bool,
+    /// How user and group ids inside map to ids outside.
+    pub id_map: IdMap,
+    /// Which executable performs the setup. Not sent to the helper.
+    #[serde(skip)]
+    pub helper: Helper,
+}
+
+/// The sandbox's PID 1.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Init {
+    /// Absolute path inside the sandbox.
+    pub path: PathBuf,
+    /// `argv`, including `argv[0]`.
+    pub args: Vec<String>,
+    /// The complete environment (nothing of the host's leaks in).
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub cwd: PathBuf,
+}
+
+/// A host path bound into the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Bind {
+    /// Path on the host (file or directory).
+    pub host: PathBuf,
+    /// Absolute path inside the sandbox; created in the writable layer if missing.
+    pub guest: PathBuf,
+    /// Mount read-only.
+    pub read_only: bool,
+}
+
+/// Resource limits through cgroups. `None` leaves a resource unlimited.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU bandwidth in CPUs (1.5 = one and a half cores).
+    pub cpus: Option<f64>,
+    /// Maximum number of processes and threads.
+    pub pids: Option<u64>,
+}
+
+/// How ids inside the user namespace map to host ids.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdMap {
+    /// Root inside is the invoking user outside. When the invoker is root, ids 1..65536 are
+    /// also mapped one to one, so images with other owners (the `agent` user, `_apt`) work;
+    /// otherwise only root is mapped (a rootless process can map nothing else).
+    #[default]
+    Auto,
+    /// Only root inside, mapped to the invoking user outside.
+    InvokerOnly,
+}
+
+/// Which executable does the namespace setup before becoming the sandbox's monitor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Helper {
+    /// `/proc/self/exe`: the calling program must call [`crate::run_if_helper`] first in `main`.
+    #[default]
+    CurrentExe,
+    /// A binary that calls [`crate::run_if_helper`] first, such as this crate's `sbx-ns-helper`.
+    Path(PathBuf),
+}
+
+impl Init {
+    /// PID 1 runs `path` with `args` (`argv[0]` is `path`), a minimal environment and `/` as cwd.
+    pub fn new(
+        path: impl Into<PathBuf>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let path = path.into();
+        let mut argv = vec![path.to_string_lossy().into_owned()];
+        argv.extend(args.into_iter().map(Into::into));
+        Init {
+            path,
+            args: argv,
+            env: vec![
+                (
+                    "PATH".into(),
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ),
+                ("HOME".into(), "/root".into()),
+            ],
+            cwd: PathBuf::from("/"),
+        }
+    }
+
+    /// Adds or replaces one environment variable.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.into()));
+        self
+    }
+
+    /// Sets the working directory inside the sandbox.
+    pub fn with_cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = cwd.into();
+        self
+    }
+}
+
+impl Bind {
+    /// Binds `host` at `guest`.
+    pub fn new(host: impl Into<PathBuf>, guest: impl Into<PathBuf>, read_only: bool) -> Self {
+        Bind {
+            host: host.into(),
+            guest: guest.into(),
+            read_only,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the memory limit.
+    pub fn with_memory_bytes(mut self, bytes: u64) -> Self {
+        self.memory_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the CPU bandwidth.
+    pub fn with_cpus(mut self, cpus: f64) -> Self {
+        self.cpus = Some(cpus);
+        self
+    }
+
+    /// Sets the process limit.
+    pub fn with_pids(mut self, pids: u64) -> Self {
+        self.pids = Some(pids);
+        self
+    }
+}
+
+impl Config {
+    /// A sandbox on `rootfs` with its state in `state_dir`, running `init` as PID 1, with a TAP
+    /// device, no binds, no limits and the host name `sbx`.
+    pub fn new(rootfs: impl Into<PathBuf>, state_dir: impl Into<PathBuf>, init: Init) -> Self {
+        Config {
+            rootfs: rootfs.into(),
+            state_dir: state_dir.into(),
+            init,
+            binds: Vec::new(),
+            hostname: "sbx".into(),
+            limits: Limits::default(),
+            network: true,
+            id_map: IdMap::Auto,
+            helper: Helper::CurrentExe,
+        }
+    }
+
+    /// Adds a bind mount.
+    pub fn with_bind(mut self, bind: Bind) -> Self {
+        self.binds.push(bind);
+        self
+    }
+
+    /// Sets the host name.
+    pub fn with_hostname(mut self, name: impl Into<String>) -> Self {
+        self.hostname = name.into();
+        self
+    }
+
+    /// Sets the cgroup limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Turns the TAP device on or off.
+    pub fn with_network(mut self, on: bool) -> Self {
+        self.network = on;
+        self
+    }
+
+    /// Sets the id mapping.
+    pub fn with_id_map(mut self, map: IdMap) -> Self {
+        self.id_map = map;
+        self
+    }
+
+    /// Sets the setup helper executable.
+    pub fn with_helper(mut self, helper: Helper) -> Self {
+        self.helper = helper;
+        self
+    }
+
+    /// The writable layer: every write inside the sandbox lands here.
+    pub fn upper_dir(&self) -> PathBuf {
+        self.state_dir.join("upper")
+    }
+
+    pub(crate) fn work_dir(&self) -> PathBuf {
+        self.state_dir.join("work")
+    }
+
+    pub(crate) fn mount_dir(&self) -> PathBuf {
+        self.state_dir.join("root")
+    }
+
+    /// Checks what can be checked before spawning anything.
+    pub(crate) fn validate(&self) -> Result<()> {
+        for (what, p) in [("rootfs", &self.rootfs), ("state_dir", &self.state_dir)] {
+            if !p.is_absolute() {
+                return Err(Error::InvalidConfig(format!("{what} must be absolute")));
+            }
+            // overlayfs splits its options on ',' and ':' and has no reliable escaping.
+            let s = p.to_string_lossy();
+            if s.contains([',', ':', '\\', '\n']) {
+                return Err(Error::InvalidConfig(format!(
+                    "{what} must not contain ',', ':', '\\' or newlines"
+                )));
+            }
+        }
+        if !self.init.path.is_absolute() {
+            return Err(Error::InvalidConfig("init path must be absolute".into()));
+        }
+        if self.init.args.is_empty() {
+            return Err(Error::InvalidConfig("init argv must not be empty".into()));
+        }
+        for b in &self.binds {
+            if !b.host.is_absolute() || !b.guest.is_absolute() {
+                return Err(Error::InvalidConfig("bind paths must be absolute".into()));
+            }
+            if b.guest
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                return Err(Error::InvalidConfig(
+                    "bind guest path must not contain '..'".into(),
+                ));
+            }
+        }
+        if self.hostname.is_empty() || self.hostname.len() > 64 {
+            return Err(Error::InvalidConfig(
+                "hostname must be 1 to 64 bytes".into(),
+            ));
+        }
+        let strings = self
+            .init
+            .args
+            .iter()
+            .chain(self.init.env.iter().flat_map(|(k, v)| [k, v]));
+        if strings.into_iter().any(|s| s.contains('\0')) {
+            return Err(Error::InvalidConfig(
+                "argv and env must not contain NUL".into(),
+            ));
+        }
+        if self
+            .init
+            .env
+            .iter()
+            .any(|(k, _)| k.is_empty() || k.contains('='))
+        {
+            return Err(Error::InvalidConfig(
+                "env names must be non-empty without '='".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `guest` relative to the sandbox root, for joining under a directory.
+pub(crate) fn relative(guest: &Path) -> &Path {
+    guest.strip_prefix("/").unwrap_or(guest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config::new("/base", "/state", Init::new("/bin/sh", ["-c", "true"]))
+    }
+
+    #[test]
+    fn valid_config_passes() {
+        base().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_overlay_separators_and_relative_paths() {
+        let mut c = base();
+        c.rootfs = "/a,b".into();
+        assert!(c.validate().is_err());
+        let mut c = base();
+        c.state_dir = "state".into();
+        assert!(c.validate().is_err());
+        let c = base().with_bind(Bind::new("/x", "/../etc", true));
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn init_argv0_is_path_and_env_replaces() {
+        let i = Init::new("/bin/sh", ["-c", "id"]).with_env("HOME", "/tmp");
+        assert_eq!(i.args, ["/bin/sh", "-c", "id"]);
+        assert_eq!(i.env.iter().filter(|(k, _)| k == "HOME").count(), 1);
+        assert!(i.env.contains(&("HOME".into(), "/tmp".into())));
+    }
+}

@@ -1,0 +1,97 @@
+//! # sbx-ns: the namespace sandbox backend
+//!
+//! Runs an sbx sandbox without hardware virtualization, for hosts where microVMs cannot run
+//! (no VT-x/AMD-V, nested virtualization off, or a software `/dev/kvm` such as `kvm_pvm`).
+//! **It is the weaker boundary**: the sandbox shares the host kernel. sbx says so whenever it
+//! selects this backend.
+//!
+//! ## What is isolated
+//! - **Users**: a new user namespace. Root inside is the invoking user outside; when the
+//!   invoker is root, ids 1..65536 map one to one as well ([`IdMap::Auto`]). Capabilities held
+//!   inside apply only to the sandbox's own namespaces.
+//! - **Files**: a new mount namespace whose root is an overlay of the read-only base directory
+//!   and the sandbox's own writable layer (`<state>/upper`), entered with `pivot_root`; the old
+//!   root is detached. Fresh `/proc` (with `/proc/sys`, `sysrq-trigger`, `irq`, `bus`, `fs`
+//!   read-only and `kcore`, `keys`, `kallsyms`, `timer_list`, `sched_debug` masked), read-only
+//!   `/sys`, a tmpfs `/dev` with `null zero full random urandom tty`, its own `/dev/pts`
+//!   instance and `/dev/shm`, a tmpfs `/tmp`. No host path is visible except [`Bind`]s.
+//! - **Processes**: a new pid namespace (the init program is PID 1, host processes are not
+//!   visible or reachable), and ipc, uts (own host name) and cgroup namespaces.
+//! - **Network**: a new network namespace holding only `lo` and the TAP device `eth0`, whose
+//!   descriptor the host keeps ([`Tap`], a [`FrameDevice`]). No route to the host's loopback or
+//!   anything else exists unless the host forwards frames.
+//! - **Privileges**: `no_new_privs` (setuid binaries such as `sudo` do not elevate), a
+//!   capability bounding set of [`KEPT_CAPABILITIES`] (no `CAP_SYS_ADMIN`, `CAP_NET_ADMIN`,
+//!   `CAP_SYS_PTRACE`, `CAP_SYS_MODULE`...), and a seccomp filter denying the kernel keyring
+//!   (`keyctl`, `add_key`, `request_key`), `bpf`, `perf_event_open`, `userfaultfd`, io_uring,
+//!   module and kexec calls, new namespaces (`unshare`/`clone` with namespace flags, `clone3`
+//!   answers `ENOSYS`), `setns`, every mount call, `open_by_handle_at`, `TIOCSTI`.
+//! - **Resources**: cgroup limits for memory, CPU and process count where the host lets us
+//!   (v2 or v1 controllers); [`Sandbox::limits`] says which are in force and why not.
+//!
+//! ## What is not (versus a microVM)
+//! - One kernel for host and sandbox: a kernel bug reachable through the allowed syscalls is a
+//!   host compromise. A microVM has its own kernel behind KVM.
+//! - Ids are the host's: when run as root, root inside *is* uid 0 on the host (in a user
+//!   namespace), so every host object it can reach by path is checked against uid 0. The
+//!   mount setup and the dropped `CAP_SYS_ADMIN` are what keep it from reaching any; run
+//!   rootless where possible.
+//! - Time, the kernel log level, kernel parameters outside the masked paths, `/sys` contents
+//!   (read-only, but readable: hardware inventory, kernel version) are shared or visible.
+//! - Resource limits depend on host cgroups; without them a fork bomb or memory hog hits the
+//!   host's limits, not the sandbox's. Per-uid limits (`RLIMIT_NPROC`) are shared with the
+//!   invoking user.
+//! - Setuid programs and file capabilities do not work inside (no_new_privs).
+//!
+//! ## Using it
+//! Any binary used as the helper calls [`run_if_helper`] first in `main` (the default helper
+//! is the current executable; `sbx-ns-helper` is a ready-made one):
+//!
+//! ```no_run
+//! use sbx_ns::{Config, Init, Sandbox};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     sbx_ns::run_if_helper();
+//!     let init = Init::new("/bin/sh", ["-c", "echo hello from $(hostname)"]);
+//!     let config = Config::new("/srv/rootfs", "/var/lib/sbx/s1", init);
+//!     let mut sandbox = Sandbox::start(config)?;
+//!     let exit = sandbox.wait()?;
+//!     assert_eq!(exit.code(), 0);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Platform
+//! Linux only (x86_64 and aarch64 seccomp filters). Needs user namespaces, overlayfs in a user
+//! namespace (Linux 5.11+), and `/dev/net/tun` for the network; [`host_support`] checks.
+//!
+//! ## How the child side works
+//! The launcher does not fork and set up namespaces itself: after `fork` in a multi-threaded
+//! program only async-signal-safe calls are allowed, and this setup allocates, parses and
+//! talks. Instead it spawns a fresh helper process (re-exec), which does the setup as ordinary
+//! single-threaded code and talks to the launcher over a `SOCK_SEQPACKET` socket: the launcher
+//! moves it into cgroups, it unshares, the launcher writes its uid/gid maps, it creates the
+//! TAP (sending the fd back) and forks PID 1, which builds the root and execs the init
+//! program. The helper stays as the monitor: it reaps PID 1, reports its status, and kills it
+//! if the launcher goes away. Descriptors for the init program travel as `SCM_RIGHTS`.
+
+mod caps;
+mod cgroup;
+mod config;
+mod error;
+mod helper;
+mod proto;
+mod sandbox;
+mod seccomp;
+mod setup;
+mod support;
+mod tap;
+
+pub use caps::KEPT_CAPABILITIES;
+pub use cgroup::{LimitState, LimitsReport};
+pub use config::{Bind, Config, Helper, IdMap, Init, Limits};
+pub use error::{Error, Result};
+pub use helper::run_if_helper;
+pub use sandbox::{Exit, Sandbox, SandboxBuilder};
+pub use support::{host_support, Support};
+pub use tap::{FrameDevice, Tap};
