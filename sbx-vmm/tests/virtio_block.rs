@@ -635,3 +635,63 @@ fn event_manager_drives_the_queue() {
     assert_eq!(irq.status(), VIRTIO_MMIO_INT_VRING);
     assert_eq!(metrics.queue_events.get(), 2);
 }
+
+/// With `VIRTIO_RING_F_EVENT_IDX` the driver's `used_event` decides when to interrupt, and the
+/// device publishes `avail_event` so the driver knows when to notify.
+#[test]
+fn event_index_suppresses_interrupts() {
+    let mem = guest_memory();
+    let disk = Disk::new(SECTORS);
+    let mut block = Block::new(disk.config()).unwrap();
+    assert_ne!(
+        block.avail_features() & (1 << features::VIRTIO_RING_F_EVENT_IDX),
+        0
+    );
+    let q = MockSplitQueue::create(&mem, GuestAddress(0), QSIZE);
+    let irq = Interrupt::new().unwrap();
+    let mut queue: Queue = q.create_queue().unwrap();
+    queue.set_event_idx(true);
+    block
+        .activate(mem.clone(), irq.clone(), vec![queue])
+        .unwrap();
+    let used_event = q.avail_addr().0 + 4 + 2 * u64::from(QSIZE);
+    let avail_event = q.used_addr().0 + 4 + 8 * u64::from(QSIZE);
+
+    // used_event = 0: the first completion interrupts.
+    write_bytes(&mem, used_event, &0u16.to_le_bytes());
+    header(&mem, HDR, VIRTIO_BLK_T_FLUSH, 0);
+    add_chain(&q, 0, &[rd(HDR, 16), wr(STATUS, 1)]);
+    block.process_queue();
+    assert_eq!(irq.eventfd().read().unwrap(), 1);
+    assert_eq!(read_bytes(&mem, avail_event, 2), 1u16.to_le_bytes());
+
+    // used_event = 5: completions 2..=5 do not interrupt, the 6th does.
+    write_bytes(&mem, used_event, &5u16.to_le_bytes());
+    for _ in 0..4 {
+        add_chain(&q, 0, &[rd(HDR, 16), wr(STATUS, 1)]);
+        block.process_queue();
+    }
+    assert!(irq.eventfd().read().is_err(), "no interrupt expected");
+    add_chain(&q, 0, &[rd(HDR, 16), wr(STATUS, 1)]);
+    block.process_queue();
+    assert_eq!(irq.eventfd().read().unwrap(), 1);
+    assert_eq!(used_idx(&q), 6);
+    assert_eq!(read_bytes(&mem, avail_event, 2), 6u16.to_le_bytes());
+}
+
+/// Without event index every completion interrupts and guest notifications are re-enabled
+/// (used ring flags back to 0) once the ring is empty.
+#[test]
+fn notifications_reenabled_after_processing() {
+    let mem = guest_memory();
+    let disk = Disk::new(SECTORS);
+    let mut block = Block::new(disk.config()).unwrap();
+    let (q, irq) = activate(&mem, &mut block);
+    header(&mem, HDR, VIRTIO_BLK_T_FLUSH, 0);
+    for i in 0..3 {
+        add_chain(&q, 0, &[rd(HDR, 16), wr(STATUS, 1)]);
+        block.process_queue();
+        assert_eq!(irq.eventfd().read().unwrap(), 1, "completion {i}");
+        assert_eq!(read_bytes(&mem, q.used_addr().0, 2), [0, 0]);
+    }
+}

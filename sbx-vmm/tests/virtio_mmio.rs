@@ -73,6 +73,7 @@ struct Record {
     acked: Option<u64>,
     activations: Vec<Vec<QueueSeen>>,
     interrupt: Option<Interrupt>,
+    event_idx: Vec<bool>,
     resets: usize,
     config: [u8; 8],
 }
@@ -84,7 +85,10 @@ struct Fake {
     fail_activate: bool,
 }
 
-const FAKE_FEATURES: u64 = (1 << features::VIRTIO_F_VERSION_1) | (1 << 3) | (1 << 40);
+const FAKE_FEATURES: u64 = (1 << features::VIRTIO_F_VERSION_1)
+    | (1 << features::VIRTIO_RING_F_EVENT_IDX)
+    | (1 << 3)
+    | (1 << 40);
 
 impl Fake {
     fn new() -> (Self, Arc<Mutex<Record>>) {
@@ -156,6 +160,7 @@ impl VirtioDevice for Fake {
                 .collect(),
         );
         rec.interrupt = Some(interrupt);
+        rec.event_idx = queues.iter().map(|q| q.event_idx_enabled()).collect();
         Ok(())
     }
     fn reset(&mut self) {
@@ -328,6 +333,19 @@ fn activation_hands_over_the_driver_queue_setup() {
     );
     assert!(!qs[1].0, "queue 1 was never made ready");
     assert_eq!(qs[1].1, 8);
+    assert_eq!(rec.event_idx, [true, true]);
+}
+
+#[test]
+fn event_index_only_when_negotiated() {
+    let mem = guest_memory();
+    let (mut t, rec) = fake_transport(&mem);
+    let without = FAKE_FEATURES & !(1 << features::VIRTIO_RING_F_EVENT_IDX);
+    assert_eq!(negotiate(&mut t, without), ACK | DRV | FOK);
+    let q0 = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+    setup_queue(&mut t, 0, 16, &q0);
+    w32(&mut t, reg::STATUS, ACK | DRV | FOK | DOK);
+    assert_eq!(rec.lock().unwrap().event_idx, [false, false]);
 }
 
 #[test]

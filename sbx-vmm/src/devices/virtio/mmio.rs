@@ -7,7 +7,8 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::device::{features::VIRTIO_F_VERSION_1, ActivateError, VirtioDevice};
+use super::device::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
+use super::device::{ActivateError, VirtioDevice};
 use super::error::VirtioError;
 use super::interrupt::Interrupt;
 use super::metrics::Counter;
@@ -121,7 +122,12 @@ impl QueueConfig {
         }
     }
 
-    fn build(&self, index: usize, mem: &GuestMemory) -> Result<Queue, ActivateError> {
+    fn build(
+        &self,
+        index: usize,
+        mem: &GuestMemory,
+        event_idx: bool,
+    ) -> Result<Queue, ActivateError> {
         let invalid = |source| ActivateError::InvalidQueue { index, source };
         let mut q = Queue::new(self.max_size).map_err(invalid)?;
         q.try_set_size(self.size).map_err(invalid)?;
@@ -132,6 +138,7 @@ impl QueueConfig {
         q.try_set_used_ring_address(GuestAddress(self.used))
             .map_err(invalid)?;
         q.set_ready(self.ready);
+        q.set_event_idx(event_idx);
         if self.ready && !q.is_valid(mem) {
             return Err(ActivateError::QueueOutOfMemory(index));
         }
@@ -455,11 +462,12 @@ impl MmioTransport {
     }
 
     fn activate(&mut self, v: u32) {
+        let event_idx = self.driver_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         let queues: Result<Vec<Queue>, ActivateError> = self
             .queues
             .iter()
             .enumerate()
-            .map(|(i, q)| q.build(i, &self.mem))
+            .map(|(i, q)| q.build(i, &self.mem, event_idx))
             .collect();
         let result = queues.and_then(|queues| {
             lock(&self.device).activate(self.mem.clone(), self.interrupt.clone(), queues)

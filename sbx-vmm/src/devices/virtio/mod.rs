@@ -12,6 +12,7 @@ mod error;
 mod interrupt;
 mod metrics;
 mod mmio;
+mod queue;
 pub mod rng;
 mod slot;
 

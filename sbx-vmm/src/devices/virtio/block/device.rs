@@ -156,6 +156,7 @@ impl Block {
 
         let mut avail_features = (1u64 << features::VIRTIO_F_VERSION_1)
             | (1u64 << features::VIRTIO_RING_F_INDIRECT_DESC)
+            | (1u64 << features::VIRTIO_RING_F_EVENT_IDX)
             | (1u64 << VIRTIO_BLK_F_SEG_MAX)
             | (1u64 << VIRTIO_BLK_F_FLUSH);
         if config.read_only {

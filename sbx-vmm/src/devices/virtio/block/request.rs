@@ -7,11 +7,10 @@
 
 use std::os::unix::fs::FileExt;
 
-use virtio_queue::QueueT;
-
 use super::device::{Block, Disk, SECTOR_SIZE, VIRTIO_BLK_ID_BYTES};
 use super::metrics::BlockMetrics;
 use crate::devices::virtio::chain::{self, Chain};
+use crate::devices::virtio::queue;
 use crate::memory::GuestMemory;
 
 /// Request types.
@@ -45,28 +44,25 @@ impl Block {
         let Some(active) = self.active.as_mut() else {
             return 0;
         };
-        let mut consumed = 0;
-        while let Some(desc_chain) = active.queue.pop_descriptor_chain(&active.mem) {
-            consumed += 1;
-            self.metrics.requests.inc();
+        let (disk, m) = (&mut self.disk, &self.metrics);
+        let mem = &active.mem;
+        let done = queue::drain(&mut active.queue, mem, |desc_chain| {
+            m.requests.inc();
             let head = desc_chain.head_index();
-            let used_len = match chain::parse(desc_chain, &active.mem) {
-                Ok(chain) => self.disk.execute(&chain, &active.mem, &self.metrics),
+            match chain::parse(desc_chain, mem) {
+                Ok(chain) => disk.execute(&chain, mem, m),
                 Err(e) => {
-                    self.metrics.bad_chains.inc();
+                    m.bad_chains.inc();
                     tracing::warn!(head, error = %e, "virtio-blk: skipping malformed request");
                     0
                 }
-            };
-            if let Err(e) = active.queue.add_used(&active.mem, head, used_len) {
-                self.metrics.used_ring_errors.inc();
-                tracing::warn!(head, error = %e, "virtio-blk: cannot update the used ring");
             }
-        }
-        if consumed > 0 {
+        });
+        m.used_ring_errors.add(done.used_ring_errors as u64);
+        if done.notify {
             active.interrupt.signal_used_queue();
         }
-        consumed
+        done.consumed
     }
 }
 

@@ -9,10 +9,11 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::metrics::RngMetrics;
-use crate::devices::virtio::chain;
+use crate::devices::virtio::chain::{self, Chain};
 use crate::devices::virtio::device::{device_type, features, ActivateError, VirtioDevice};
 use crate::devices::virtio::error::VirtioError;
 use crate::devices::virtio::interrupt::Interrupt;
+use crate::devices::virtio::queue;
 use crate::memory::GuestMemory;
 
 /// Size of the one request queue.
@@ -83,35 +84,13 @@ impl Rng {
         let Some(active) = self.active.as_mut() else {
             return 0;
         };
-        let m = &self.metrics;
-        let mut consumed = 0;
-        while let Some(desc_chain) = active.queue.pop_descriptor_chain(&active.mem) {
-            consumed += 1;
+        let (source, buf, m) = (&mut self.source, &mut self.buf, &self.metrics);
+        let mem = &active.mem;
+        let done = queue::drain(&mut active.queue, mem, |desc_chain| {
             m.requests.inc();
             let head = desc_chain.head_index();
-            let used_len = match chain::parse(desc_chain, &active.mem) {
-                Ok(c) if c.readable.is_empty() => {
-                    let want = c.writable_len();
-                    let n = usize::try_from(want)
-                        .unwrap_or(usize::MAX)
-                        .min(RNG_MAX_BYTES_PER_REQUEST);
-                    if want > n as u64 {
-                        m.capped_requests.inc();
-                    }
-                    self.buf.resize(n, 0);
-                    if let Err(e) = self.source.read_exact(&mut self.buf) {
-                        m.entropy_errors.inc();
-                        tracing::warn!(error = %e, "virtio-rng: cannot read host entropy");
-                        0
-                    } else if !c.write_at(&active.mem, 0, &self.buf) {
-                        m.guest_memory_errors.inc();
-                        0
-                    } else {
-                        m.bytes.add(n as u64);
-                        // n <= RNG_MAX_BYTES_PER_REQUEST fits in u32.
-                        n as u32
-                    }
-                }
+            match chain::parse(desc_chain, mem) {
+                Ok(c) if c.readable.is_empty() => fill(&c, mem, source, buf, m),
                 Ok(_) => {
                     m.bad_chains.inc();
                     tracing::warn!(head, "virtio-rng: request has device-readable buffers");
@@ -122,17 +101,39 @@ impl Rng {
                     tracing::warn!(head, error = %e, "virtio-rng: skipping malformed request");
                     0
                 }
-            };
-            if let Err(e) = active.queue.add_used(&active.mem, head, used_len) {
-                m.used_ring_errors.inc();
-                tracing::warn!(head, error = %e, "virtio-rng: cannot update the used ring");
             }
-        }
-        if consumed > 0 {
+        });
+        m.used_ring_errors.add(done.used_ring_errors as u64);
+        if done.notify {
             active.interrupt.signal_used_queue();
         }
-        consumed
+        done.consumed
     }
+}
+
+/// Fill up to [`RNG_MAX_BYTES_PER_REQUEST`] bytes of the chain's buffers; returns the used
+/// length.
+fn fill(c: &Chain, mem: &GuestMemory, source: &mut File, buf: &mut Vec<u8>, m: &RngMetrics) -> u32 {
+    let want = c.writable_len();
+    let n = usize::try_from(want)
+        .unwrap_or(usize::MAX)
+        .min(RNG_MAX_BYTES_PER_REQUEST);
+    if want > n as u64 {
+        m.capped_requests.inc();
+    }
+    buf.resize(n, 0);
+    if let Err(e) = source.read_exact(buf) {
+        m.entropy_errors.inc();
+        tracing::warn!(error = %e, "virtio-rng: cannot read host entropy");
+        return 0;
+    }
+    if !c.write_at(mem, 0, buf) {
+        m.guest_memory_errors.inc();
+        return 0;
+    }
+    m.bytes.add(n as u64);
+    // n <= RNG_MAX_BYTES_PER_REQUEST fits in u32.
+    n as u32
 }
 
 impl VirtioDevice for Rng {
@@ -149,7 +150,9 @@ impl VirtioDevice for Rng {
     }
 
     fn avail_features(&self) -> u64 {
-        (1u64 << features::VIRTIO_F_VERSION_1) | (1u64 << features::VIRTIO_RING_F_INDIRECT_DESC)
+        (1u64 << features::VIRTIO_F_VERSION_1)
+            | (1u64 << features::VIRTIO_RING_F_INDIRECT_DESC)
+            | (1u64 << features::VIRTIO_RING_F_EVENT_IDX)
     }
 
     fn ack_features(&mut self, _features: u64) {}
