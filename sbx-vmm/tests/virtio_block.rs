@@ -695,3 +695,55 @@ fn notifications_reenabled_after_processing() {
         assert_eq!(read_bytes(&mem, q.used_addr().0, 2), [0, 0]);
     }
 }
+
+/// Data placed in buffers of the wrong direction must not "succeed" with nothing moved.
+#[test]
+fn wrong_direction_data_is_ioerr() {
+    let mem = guest_memory();
+    let disk = Disk::new(SECTORS);
+    let before = disk.contents();
+    let mut block = Block::new(disk.config()).unwrap();
+    let (q, _irq) = activate(&mem, &mut block);
+
+    // IN with a device-readable data buffer.
+    header(&mem, HDR, VIRTIO_BLK_T_IN, 0);
+    reset_status(&mem);
+    write_bytes(&mem, DATA, &[0x77; 512]);
+    add_chain(&q, 0, &[rd(HDR, 16), rd(DATA, 512), wr(STATUS, 1)]);
+    block.process_queue();
+    assert_eq!(status(&mem), VIRTIO_BLK_S_IOERR);
+    assert_eq!(used_elem(&q, 0), (0, 1));
+    assert_eq!(read_bytes(&mem, DATA, 512), vec![0x77; 512]);
+
+    // OUT with a device-writable data buffer.
+    header(&mem, HDR, VIRTIO_BLK_T_OUT, 0);
+    reset_status(&mem);
+    add_chain(&q, 0, &[rd(HDR, 16), wr(DATA, 512), wr(STATUS, 1)]);
+    block.process_queue();
+    assert_eq!(status(&mem), VIRTIO_BLK_S_IOERR);
+    assert_eq!(used_elem(&q, 1), (0, 1));
+    assert_eq!(read_bytes(&mem, DATA, 512), vec![0x77; 512]);
+
+    assert_eq!(disk.contents(), before);
+    let m = block.metrics();
+    assert_eq!(m.invalid_requests.get(), 2);
+    assert_eq!(m.reads.get() + m.writes.get(), 0);
+}
+
+/// Activation kicks the queue so the event thread (not the vCPU thread that wrote DRIVER_OK)
+/// picks up anything already available.
+#[test]
+fn activation_kicks_the_event_thread() {
+    let mem = guest_memory();
+    let disk = Disk::new(SECTORS);
+    let block = Arc::new(Mutex::new(Block::new(disk.config()).unwrap()));
+    let mut em = EventManager::<Arc<Mutex<Block>>>::new().unwrap();
+    em.add_subscriber(block.clone());
+
+    let (q, _irq) = activate(&mem, &mut block.lock().unwrap());
+    assert_eq!(used_idx(&q), 0, "activation must not do I/O itself");
+    header(&mem, HDR, VIRTIO_BLK_T_FLUSH, 0);
+    add_chain(&q, 0, &[rd(HDR, 16), wr(STATUS, 1)]);
+    assert_eq!(em.run_with_timeout(100).unwrap(), 1);
+    assert_eq!(used_idx(&q), 1);
+}

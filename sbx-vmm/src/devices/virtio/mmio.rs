@@ -395,6 +395,7 @@ impl MmioTransport {
     fn notify(&mut self, v: u32) {
         // With an ioeventfd registered KVM consumes this write; we only see it without one.
         self.metrics.notify_exits.inc();
+        tracing::trace!(queue = v, "virtio-mmio queue notify exit");
         match self.queue_evts.get(v as usize) {
             Some(evt) => {
                 if let Err(e) = evt.write(1) {

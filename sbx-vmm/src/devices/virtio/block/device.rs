@@ -277,8 +277,11 @@ impl VirtioDevice for Block {
             interrupt,
             queue,
         });
-        // Requests the driver queued before DRIVER_OK were drained unprocessed; pick them up.
-        self.process_queue();
+        // Pick up buffers made available before DRIVER_OK on the event thread, not on this
+        // vCPU thread.
+        if let Err(e) = self.queue_evts[0].write(1) {
+            tracing::warn!(error = %e, "virtio-blk: cannot kick the queue after activation");
+        }
         Ok(())
     }
 

@@ -122,6 +122,23 @@ impl Disk {
         let [t0, t1, t2, t3, _, _, _, _, s @ ..] = header;
         let request_type = u32::from_le_bytes([t0, t1, t2, t3]);
         let sector = u64::from_le_bytes(s);
+        // Data in the wrong direction would otherwise "succeed" with zero bytes moved.
+        let wrong_direction = match request_type {
+            VIRTIO_BLK_T_IN => readable != HEADER_SIZE,
+            VIRTIO_BLK_T_OUT => status_offset != 0,
+            _ => false,
+        };
+        if wrong_direction {
+            m.invalid_requests.inc();
+            tracing::warn!(
+                request_type,
+                readable,
+                writable = status_offset + 1,
+                "virtio-blk: data buffers in the wrong direction"
+            );
+            return (VIRTIO_BLK_S_IOERR, 0);
+        }
+        tracing::trace!(request_type, sector, "virtio-blk request");
         match request_type {
             VIRTIO_BLK_T_IN => self.read(chain, mem, m, sector, status_offset),
             VIRTIO_BLK_T_OUT => (self.write(chain, mem, m, sector, readable - HEADER_SIZE), 0),

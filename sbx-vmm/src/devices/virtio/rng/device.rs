@@ -189,7 +189,11 @@ impl VirtioDevice for Rng {
             interrupt,
             queue,
         });
-        self.process_queue();
+        // Pick up buffers made available before DRIVER_OK on the event thread, not on this
+        // vCPU thread.
+        if let Err(e) = self.queue_evts[0].write(1) {
+            tracing::warn!(error = %e, "virtio-rng: cannot kick the queue after activation");
+        }
         Ok(())
     }
 
