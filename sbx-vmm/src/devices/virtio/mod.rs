@@ -2,8 +2,8 @@
 //!
 //! [`MmioTransport`] serves the virtio-mmio v2 register window of one [`VirtioDevice`];
 //! [`Block`] and [`Rng`] are device models. Devices process their queues on the VMM's
-//! event-manager thread; [`VirtioMmioSlot`] wires one device into a VM (see the `slot` module
-//! docs for the steps).
+//! event-manager thread; [`VirtioMmioSlot`] wires one device into a VM (its docs list the
+//! steps).
 
 pub mod block;
 mod chain;

@@ -1,20 +1,4 @@
-//! Wiring one virtio device into a VM: MMIO window, ioeventfds, irqfd, event manager.
-//!
-//! The VMM does, per device:
-//!
-//! 1. create the device model (e.g. [`Block::new`](super::Block::new));
-//! 2. put it behind an [`MmioTransport`] in window `i`: `VIRTIO_MMIO_START + i *
-//!    VIRTIO_MMIO_SIZE`, interrupt line `VIRTIO_IRQ_BASE + i` ([`VirtioMmioSlot::new`]);
-//! 3. insert the transport on the MMIO bus ([`VirtioMmioSlot::insert_on_bus`]);
-//! 4. register each queue eventfd as a KVM ioeventfd at `base + 0x50` with datamatch = queue
-//!    index, and the interrupt eventfd as a KVM irqfd for the GSI
-//!    ([`VirtioMmioSlot::register_kvm`], after `create_irq_chip`);
-//! 5. add the device to the event manager so its queues are processed on the VMM's event
-//!    thread ([`VirtioMmioSlot::subscriber`]);
-//! 6. describe the window and GSI to the guest (ACPI DSDT `LNRO0005`): [`VirtioMmioSlot::base`],
-//!    [`VirtioMmioSlot::size`], [`VirtioMmioSlot::gsi`].
-//!
-//! [`VirtioMmioSlot::attach`] does 3 to 5 in one call.
+//! Wiring one virtio device into a VM.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -33,6 +17,48 @@ use crate::memory::GuestMemory;
 pub type SharedSubscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
 /// One virtio device placed in virtio-mmio window `index`.
+///
+/// Wiring a device into a VM:
+///
+/// 1. create the device model (e.g. [`Block::new`](super::Block::new)), shared as
+///    `Arc<Mutex<_>>` so the VMM can keep a handle (metrics, `is_activated`);
+/// 2. put it behind an [`MmioTransport`] in window `index`, at `VIRTIO_MMIO_START + index *
+///    VIRTIO_MMIO_SIZE` with interrupt line `VIRTIO_IRQ_BASE + index` ([`VirtioMmioSlot::new`]);
+/// 3. insert the transport on the MMIO bus ([`insert_on_bus`](Self::insert_on_bus));
+/// 4. register each queue eventfd as a KVM ioeventfd at `base + 0x50` with datamatch = queue
+///    index (`u32`), and the interrupt eventfd as a KVM irqfd for the GSI
+///    ([`register_kvm`](Self::register_kvm); needs `create_irq_chip` first);
+/// 5. add the device to the event manager, whose loop processes the queues
+///    ([`subscriber`](Self::subscriber));
+/// 6. describe the window and the (edge-triggered) GSI to the guest in the ACPI DSDT
+///    (`LNRO0005`): [`base`](Self::base), [`size`](Self::size), [`gsi`](Self::gsi).
+///
+/// [`attach`](Self::attach) does steps 3 to 5.
+///
+/// ```no_run
+/// use std::sync::{Arc, Mutex};
+///
+/// use event_manager::EventManager;
+/// use sbx_vmm::devices::virtio::{Block, BlockConfig, SharedSubscriber, VirtioMmioSlot};
+/// use sbx_vmm::devices::Bus;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let kvm = kvm_ioctls::Kvm::new()?;
+/// let vm = kvm.create_vm()?;
+/// vm.create_irq_chip()?;
+/// let mem = sbx_vmm::memory::create_guest_memory(256 << 20)?;
+/// let mut mmio_bus = Bus::new();
+/// let mut events = EventManager::<SharedSubscriber>::new()?;
+///
+/// let disk = Block::new(BlockConfig::new("rootfs.raw").read_only(true))?;
+/// let disk = Arc::new(Mutex::new(disk));
+/// let slot = VirtioMmioSlot::new(0, disk.clone(), mem.clone())?;
+/// slot.attach(&vm, &mut mmio_bus, &mut events)?;
+/// // Describe slot.base(), slot.size() and slot.gsi() in the DSDT, forward MMIO exits to
+/// // `mmio_bus`, and run `events.run()` in a loop on the device thread.
+/// # Ok(())
+/// # }
+/// ```
 pub struct VirtioMmioSlot {
     index: u32,
     transport: Arc<Mutex<MmioTransport>>,
