@@ -1,0 +1,260 @@
+//! The exec service through the public client API, with the agent as PID 1 of a namespace.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::{within, Sandbox};
+use sbx_exec::{Error, ExecRequest, ExitStatus, RemoteErrorKind, User, WindowSize};
+
+fn sh(script: &str) -> ExecRequest {
+    ExecRequest::new(["sh", "-c", script])
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through() {
+    let sb = Sandbox::start();
+    for code in [0, 1, 3, 255] {
+        let out = sb.client.output(sh(&format!("exit {code}"))).unwrap();
+        assert_eq!(out.status, ExitStatus::Code(code));
+    }
+    let out = sb.client.output(sh("kill -9 $$")).unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+    let out = sb.client.output(sh("kill -TERM $$")).unwrap();
+    assert_eq!(out.status.signal(), Some(15));
+    assert_eq!(out.status.shell_code(), 143);
+}
+
+#[test]
+fn stdout_and_stderr_stay_separate() {
+    let sb = Sandbox::start();
+    let out = sb
+        .client
+        .output(sh("echo out1; echo err1 >&2; echo out2; echo err2 >&2"))
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"out1\nout2\n");
+    assert_eq!(out.stderr, b"err1\nerr2\n");
+}
+
+#[test]
+fn stdin_reaches_the_command_and_eof_ends_it() {
+    let sb = Sandbox::start();
+    let mut s = sb.client.exec(ExecRequest::new(["cat"])).unwrap();
+    let mut out = s.take_stdout().unwrap();
+    let mut stdin = s.take_stdin().unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    drop(stdin);
+    let mut v = Vec::new();
+    out.read_to_end(&mut v).unwrap();
+    assert_eq!(v, b"hello\n");
+    assert!(s.wait().unwrap().success());
+}
+
+#[test]
+fn tty_with_and_without_pty() {
+    let sb = Sandbox::start();
+    let out = sb
+        .client
+        .output(ExecRequest::new(["tty"]).tty(WindowSize::new(24, 80)))
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("/dev/pts/"));
+    assert!(out.stderr.is_empty());
+    let out = sb.client.output(ExecRequest::new(["tty"])).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(1));
+    assert_eq!(out.stdout, b"not a tty\n");
+}
+
+fn read_until(r: &mut impl Read, acc: &mut Vec<u8>, needle: &str) {
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(acc).contains(needle) {
+        let n = r.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "EOF before {needle:?}; got {:?}",
+            String::from_utf8_lossy(acc)
+        );
+        acc.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn stty_size_follows_resize() {
+    let sb = Sandbox::start();
+    let client = sb.client.clone();
+    within(30, move || {
+        let req = sh("stty size; read x; stty size; exit 3").tty(WindowSize::new(24, 80));
+        let mut s = client.exec(req).unwrap();
+        let mut out = s.take_stdout().unwrap();
+        let mut stdin = s.take_stdin().unwrap();
+        let mut acc = Vec::new();
+        read_until(&mut out, &mut acc, "24 80");
+        s.resize(WindowSize::new(50, 132)).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        read_until(&mut out, &mut acc, "50 132");
+        out.read_to_end(&mut acc).unwrap();
+        assert_eq!(s.wait().unwrap(), ExitStatus::Code(3));
+    });
+}
+
+#[test]
+fn user_env_and_cwd() {
+    let sb = Sandbox::start();
+    let c = &sb.client;
+    let out = c
+        .output(
+            sh("id -u; id -g; id -G; echo $HOME; echo $USER; pwd").user(User::Name("agent".into())),
+        )
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1000\n1000\n1000 10\n/home/agent\nagent\n/home/agent\n"
+    );
+    let out = c
+        .output(sh("id -u; id -g").user(User::Id {
+            uid: 1234,
+            gid: 5678,
+        }))
+        .unwrap();
+    assert_eq!(out.stdout, b"1234\n5678\n");
+    let out = c
+        .output(
+            sh("echo $FOO; pwd; echo $PATH")
+                .env("FOO", "bar baz")
+                .cwd("/tmp"),
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("bar baz\n/tmp\n/usr/local/sbin:"),
+        "{text}"
+    );
+    match c.output(ExecRequest::new(["true"]).user(User::Name("nobody-here".into()))) {
+        Err(Error::Remote {
+            kind: RemoteErrorKind::NoSuchUser,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    match c.output(ExecRequest::new(["/no/such/program"])) {
+        Err(Error::Remote {
+            kind: RemoteErrorKind::Spawn,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn signal_reaches_the_command() {
+    let sb = Sandbox::start();
+    let client = sb.client.clone();
+    within(30, move || {
+        let mut s = client.exec(ExecRequest::new(["sleep", "100"])).unwrap();
+        s.signal(libc::SIGTERM).unwrap();
+        assert_eq!(s.wait().unwrap().signal(), Some(libc::SIGTERM));
+    });
+}
+
+#[test]
+fn thirty_two_concurrent_execs() {
+    let sb = Sandbox::start();
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            let c = sb.client.clone();
+            std::thread::spawn(move || {
+                let req = sh("echo out$I; sleep 0.2; echo err$I >&2; exit $((I % 7))")
+                    .env("I", i.to_string());
+                (i, c.output(req).unwrap())
+            })
+        })
+        .collect();
+    within(60, move || {
+        for h in handles {
+            let (i, out) = h.join().unwrap();
+            assert_eq!(out.stdout, format!("out{i}\n").as_bytes());
+            assert_eq!(out.stderr, format!("err{i}\n").as_bytes());
+            assert_eq!(out.status, ExitStatus::Code(i % 7));
+        }
+    });
+}
+
+fn zombies(c: &sbx_exec::Client) -> usize {
+    // The state is the field after the last ')' of /proc/PID/stat.
+    let out = c.output(sh("cat /proc/[0-9]*/stat 2>/dev/null")).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+        .count()
+}
+
+#[test]
+fn orphaned_zombies_are_reaped() {
+    let sb = Sandbox::start();
+    // Each subshell forks a short sleeper and exits at once: the sleepers are re-parented to
+    // PID 1 (the agent) and become zombies there unless it reaps them.
+    let out = sb
+        .client
+        .output(sh("for i in $(seq 30); do (sleep 0.05 &); done"))
+        .unwrap();
+    assert!(out.status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    std::thread::sleep(Duration::from_millis(200));
+    loop {
+        let z = zombies(&sb.client);
+        if z == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{z} zombies remain");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ps = sb.client.output(sh("ls -d /proc/[0-9]* | wc -l")).unwrap();
+    let n: usize = String::from_utf8_lossy(&ps.stdout).trim().parse().unwrap();
+    assert!(n < 10, "{n} processes left");
+}
+
+#[test]
+fn host_closing_mid_stream_does_not_wedge_the_agent() {
+    let sb = Sandbox::start();
+    let client = sb.client.clone();
+    within(60, move || {
+        // Output the host stops reading, then abandons.
+        let mut s = client.exec(ExecRequest::new(["cat", "/dev/zero"])).unwrap();
+        let mut out = s.take_stdout().unwrap();
+        let mut buf = vec![0u8; 65536];
+        out.read_exact(&mut buf).unwrap();
+        let pid = s.pid();
+        drop(out);
+        drop(s);
+        // Input the host abandons halfway.
+        let mut s = client
+            .exec(ExecRequest::new(["sh", "-c", "cat >/dev/null; sleep 100"]))
+            .unwrap();
+        s.stdin().unwrap().write_all(&vec![7u8; 3 << 20]).unwrap();
+        drop(s);
+        // A later exec works and the abandoned commands are gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = client
+                .output(sh(&format!(
+                    "test -e /proc/{pid} && echo alive; pgrep -x sleep; true"
+                )))
+                .unwrap();
+            assert!(out.status.success());
+            if out.stdout.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "abandoned commands still run: {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+}
