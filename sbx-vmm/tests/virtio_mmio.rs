@@ -337,6 +337,22 @@ fn activation_hands_over_the_driver_queue_setup() {
 }
 
 #[test]
+fn unused_queue_registers_do_not_matter() {
+    let mem = guest_memory();
+    let (mut t, rec) = fake_transport(&mem);
+    negotiate(&mut t, FAKE_FEATURES);
+    let q0 = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+    // Garbage in queue 1, never made ready.
+    w32(&mut t, reg::QUEUE_SEL, 1);
+    w32(&mut t, reg::QUEUE_DESC_LOW, 0x1003);
+    w32(&mut t, reg::QUEUE_DEVICE_HIGH, 0xffff_ffff);
+    setup_queue(&mut t, 0, 16, &q0);
+    w32(&mut t, reg::STATUS, ACK | DRV | FOK | DOK);
+    assert_eq!(r32(&mut t, reg::STATUS), ACK | DRV | FOK | DOK);
+    assert_eq!(rec.lock().unwrap().activations[0][1], (false, 8, 0, 0, 0));
+}
+
+#[test]
 fn event_index_only_when_negotiated() {
     let mem = guest_memory();
     let (mut t, rec) = fake_transport(&mem);

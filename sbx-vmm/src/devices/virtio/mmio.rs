@@ -130,6 +130,11 @@ impl QueueConfig {
     ) -> Result<Queue, ActivateError> {
         let invalid = |source| ActivateError::InvalidQueue { index, source };
         let mut q = Queue::new(self.max_size).map_err(invalid)?;
+        q.set_event_idx(event_idx);
+        if !self.ready {
+            // Whatever the driver left in an unused queue's registers does not matter.
+            return Ok(q);
+        }
         q.try_set_size(self.size).map_err(invalid)?;
         q.try_set_desc_table_address(GuestAddress(self.desc))
             .map_err(invalid)?;
@@ -137,9 +142,8 @@ impl QueueConfig {
             .map_err(invalid)?;
         q.try_set_used_ring_address(GuestAddress(self.used))
             .map_err(invalid)?;
-        q.set_ready(self.ready);
-        q.set_event_idx(event_idx);
-        if self.ready && !q.is_valid(mem) {
+        q.set_ready(true);
+        if !q.is_valid(mem) {
             return Err(ActivateError::QueueOutOfMemory(index));
         }
         Ok(q)
