@@ -87,6 +87,18 @@ const GUESTS: &[GuestBuild] = &[
         c: false,
     },
     GuestBuild {
+        output: "misbehave.elf",
+        sources: &["misbehave.S"],
+        defines: &[],
+        c: false,
+    },
+    GuestBuild {
+        output: "spin.elf",
+        sources: &["spin.S"],
+        defines: &[],
+        c: false,
+    },
+    GuestBuild {
         output: "smp.elf",
         sources: &["smp.S"],
         defines: &[],

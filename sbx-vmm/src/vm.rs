@@ -451,9 +451,9 @@ impl Vm {
         self.kernel_kind
     }
 
-    /// Counters of tolerated guest misbehaviour.
-    pub fn metrics(&self) -> &VmMetrics {
-        &self.metrics
+    /// Counters of tolerated guest misbehaviour; the handle stays valid after the VM ends.
+    pub fn metrics(&self) -> Arc<VmMetrics> {
+        self.metrics.clone()
     }
 
     /// A handle that feeds bytes to the guest's serial console input.

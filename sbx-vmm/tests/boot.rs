@@ -171,3 +171,115 @@ fn read_only_disk_is_not_written_by_the_guest() {
     assert_eq!(std::fs::read(&disk).unwrap(), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn unknown_ports_and_mmio_are_counted_not_fatal() {
+    require_kvm!();
+    let out = Capture::default();
+    let vm = VmBuilder::new(guests::MISBEHAVE)
+        .memory_mib(16)
+        .serial_output(Box::new(out.clone()))
+        .start()
+        .unwrap();
+    let metrics = vm.metrics();
+    let exit = wait_with_timeout(vm, 60);
+    assert_eq!(exit, VmExit::Poweroff, "{}", out.text());
+    assert_eq!(out.text(), guests::expect::MISBEHAVE);
+    let m = metrics.snapshot();
+    assert_eq!(m.unknown_pio_reads, 1, "{m:?}");
+    assert_eq!(m.unknown_pio_writes, 1, "{m:?}");
+    // 0xe000_0000 and the empty first virtio window.
+    assert_eq!(m.unknown_mmio_reads, 2, "{m:?}");
+    assert_eq!(m.unknown_mmio_writes, 2, "{m:?}");
+}
+
+#[test]
+fn bad_access_sizes_on_a_virtio_window_do_not_stop_the_guest() {
+    require_kvm!();
+    let dir = temp_dir("misbehave");
+    let disk = disk_with_sector0(&dir);
+    let out = Capture::default();
+    let vm = VmBuilder::new(guests::MISBEHAVE)
+        .memory_mib(16)
+        .disk(&disk, false)
+        .serial_output(Box::new(out.clone()))
+        .start()
+        .unwrap();
+    let metrics = vm.metrics();
+    let exit = wait_with_timeout(vm, 60);
+    assert_eq!(exit, VmExit::Poweroff, "{}", out.text());
+    assert_eq!(out.text(), guests::expect::MISBEHAVE);
+    // Now the window belongs to the virtio-blk transport, which absorbs the bad accesses.
+    assert_eq!(metrics.snapshot().unknown_mmio_reads, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn host_stop_ends_a_spinning_guest() {
+    require_kvm!();
+    for vcpus in [1u8, 3] {
+        let out = Capture::default();
+        let vm = VmBuilder::new(guests::SPIN)
+            .memory_mib(16)
+            .vcpus(vcpus)
+            .serial_output(Box::new(out.clone()))
+            .start()
+            .unwrap();
+        let stop = vm.stop_handle();
+        // Wait until the guest runs, then stop it from another thread.
+        let o = out.clone();
+        let stopper = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while o.text() != guests::expect::SPIN && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stop.stop();
+        });
+        let exit = vm.wait();
+        stopper.join().unwrap();
+        assert_eq!(exit, VmExit::Stopped);
+        assert_eq!(out.text(), guests::expect::SPIN);
+    }
+}
+
+#[test]
+fn dropping_a_running_vm_stops_it() {
+    require_kvm!();
+    let vm = VmBuilder::new(guests::SPIN).memory_mib(16).start().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = std::time::Instant::now();
+    drop(vm);
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn bad_configuration_gives_clear_errors() {
+    require_kvm!();
+    let err = |b: VmBuilder| b.start().unwrap_err().to_string();
+    assert!(err(VmBuilder::new("/nonexistent/vmlinuz")).contains("cannot read kernel"));
+    assert!(err(VmBuilder::new("/etc/hostname")).contains("is not a Linux kernel"));
+    assert!(err(VmBuilder::new(guests::HELLO_PVH).memory_mib(1)).contains("too small"));
+    assert!(
+        err(VmBuilder::new(guests::HELLO_PVH).memory_mib(1 << 40)).contains("more than this host")
+    );
+    assert!(err(VmBuilder::new(guests::HELLO_PVH).vcpus(0)).contains("vCPUs"));
+    assert!(err(VmBuilder::new(guests::HELLO_PVH).vcpus(200)).contains("vCPUs"));
+    assert!(
+        err(VmBuilder::new(guests::HELLO_PVH).disk("/nonexistent.img", true))
+            .contains("cannot use disk image /nonexistent.img")
+    );
+    let dir = temp_dir("ro-file");
+    let ro = dir.join("ro.img");
+    std::fs::write(&ro, [0u8; 512]).unwrap();
+    let mut perms = std::fs::metadata(&ro).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
+    std::fs::set_permissions(&ro, perms).unwrap();
+    // Root ignores file modes; the read-only open path is what matters for everyone else.
+    assert!(VmBuilder::new(guests::HELLO_PVH)
+        .memory_mib(16)
+        .disk(&ro, true)
+        .start()
+        .map(|vm| wait_with_timeout(vm, 60))
+        .is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

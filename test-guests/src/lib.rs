@@ -26,6 +26,8 @@
 //! | [`HELLO_I8042_64`] | Long64 | [`expect::HELLO_I8042_64`] | reset |
 //! | [`MINIMAL`] | PVH | the single byte `S` ([`expect::MINIMAL`]), no newline | poweroff |
 //! | [`SMP`] | PVH | [`expect::smp`] | poweroff |
+//! | [`MISBEHAVE`] | PVH | [`expect::MISBEHAVE`] (after touching unknown ports/MMIO) | poweroff |
+//! | [`SPIN`] | PVH | [`expect::SPIN`], then a busy loop | never (host stop) |
 //! | [`VIRTIO`] | Long64 | see below | poweroff |
 //!
 //! The PVH hello guests print `start_info=bad` instead of `start_info=ok` when `%ebx` does
@@ -132,6 +134,11 @@ pub const HELLO_I8042_64: &str = concat!(env!("OUT_DIR"), "/hello-i8042-64.elf")
 /// Cold-start benchmark guest: its first instructions write `S` to COM1, then it powers off.
 /// PVH entry; also boots under QEMU microvm.
 pub const MINIMAL: &str = concat!(env!("OUT_DIR"), "/minimal.elf");
+/// Touches an unknown port, unknown MMIO and a virtio window with wrong access sizes, then
+/// prints [`expect::MISBEHAVE`] and powers off. PVH entry.
+pub const MISBEHAVE: &str = concat!(env!("OUT_DIR"), "/misbehave.elf");
+/// Prints [`expect::SPIN`] and then spins forever with interrupts off. PVH entry.
+pub const SPIN: &str = concat!(env!("OUT_DIR"), "/spin.elf");
 /// Counts CPUs through the MADT and by starting the APs with INIT-SIPI-SIPI. PVH entry.
 pub const SMP: &str = concat!(env!("OUT_DIR"), "/smp.elf");
 /// Polling virtio-mmio driver for virtio-blk and virtio-rng. 64-bit entry.
@@ -169,6 +176,10 @@ pub mod expect {
         sbx-test-guest: reset\n";
     /// Whole output of [`crate::MINIMAL`].
     pub const MINIMAL: &[u8] = b"S";
+    /// Whole output of [`crate::MISBEHAVE`].
+    pub const MISBEHAVE: &str = "sbx-test-guest: misbehaved\nsbx-test-guest: poweroff\n";
+    /// Whole output of [`crate::SPIN`].
+    pub const SPIN: &str = "sbx-test-guest: spinning\n";
     /// What a test should write at the start of sector 0 for [`crate::VIRTIO`].
     pub const VIRTIO_SECTOR0: &str = "SBX-DISK-SECTOR0";
     /// What [`crate::VIRTIO`] writes at the start of sector 1 (the rest of it is zeroed).
@@ -220,6 +231,8 @@ pub const GUESTS: &[Guest] = &[
     guest("hello-i8042-pvh", HELLO_I8042_PVH, Entry::Pvh),
     guest("hello-i8042-64", HELLO_I8042_64, Entry::Long64),
     guest("minimal", MINIMAL, Entry::Pvh),
+    guest("misbehave", MISBEHAVE, Entry::Pvh),
+    guest("spin", SPIN, Entry::Pvh),
     guest("smp", SMP, Entry::Pvh),
     guest("virtio", VIRTIO, Entry::Long64),
 ];
