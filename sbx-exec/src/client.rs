@@ -176,6 +176,9 @@ fn read_frame(sock: &mut Box<dyn Stream>, dec: &mut FrameDecoder) -> Result<Fram
             Ok(0) => return Err(Error::ConnectionClosed),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(Error::ConnectionClosed)
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -338,6 +341,15 @@ fn reader_loop(shared: &Shared, mut sock: Box<dyn Stream>, mut dec: FrameDecoder
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                shared.fail(Failure::Closed);
+                return;
+            }
             Err(e) => {
                 shared.fail(Failure::Io(e.kind()));
                 return;

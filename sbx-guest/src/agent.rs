@@ -135,8 +135,13 @@ fn open_listener(l: &Listen) -> Result<OwnedFd> {
             unsafe { sys::adopt_fd(*fd) }.map_err(Error::io("adopt the listening fd"))
         }
         Listen::Path(p) => {
-            let _ = std::fs::remove_file(p);
-            let l = UnixListener::bind(p).map_err(Error::io("bind the exec socket"))?;
+            // Bind under a temporary name and rename, so the path appears only once the
+            // socket listens: a client that sees it can connect.
+            let mut tmp = p.clone().into_os_string();
+            tmp.push(format!(".tmp{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            let l = UnixListener::bind(&tmp).map_err(Error::io("bind the exec socket"))?;
+            std::fs::rename(&tmp, p).map_err(Error::io("rename the exec socket"))?;
             Ok(OwnedFd::from(l))
         }
         Listen::Vsock(port) => sys::vsock_listen(*port).map_err(Error::io("listen on vsock")),

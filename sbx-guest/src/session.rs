@@ -321,6 +321,23 @@ fn on_frame(conn: &mut Conn, io: &mut Io, f: Frame) -> Result<(), Ended> {
     Ok(())
 }
 
+fn decode_pending(conn: &mut Conn, io: &mut Io) -> Result<(), Ended> {
+    loop {
+        match conn.dec.decode() {
+            Ok(Some(f)) => on_frame(conn, io, f)?,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed frame from host");
+                conn.queue(&Frame::Error {
+                    kind: RemoteErrorKind::Protocol,
+                    message: e.to_string(),
+                });
+                return Err(Ended::Protocol);
+            }
+        }
+    }
+}
+
 fn io_loop(conn: &mut Conn, io: &mut Io) -> Result<(), Ended> {
     const SOCK: usize = 0;
     const OUT0: usize = 1;
@@ -328,6 +345,8 @@ fn io_loop(conn: &mut Conn, io: &mut Io) -> Result<(), Ended> {
     const EXIT: usize = 4;
     let mut buf = vec![0u8; MAX_DATA_CHUNK];
     let mut host_eof = false;
+    // Frames may have arrived together with the request.
+    decode_pending(conn, io)?;
     loop {
         // Done: the command exited and both output streams ended (or were abandoned).
         if io.exited.is_some() && io.out.iter().all(|o| o.file.is_none()) {
@@ -396,20 +415,7 @@ fn io_loop(conn: &mut Conn, io: &mut Io) -> Result<(), Ended> {
                         || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Err(Ended::HostGone),
             }
-            loop {
-                match conn.dec.decode() {
-                    Ok(Some(f)) => on_frame(conn, io, f)?,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "malformed frame from host");
-                        conn.queue(&Frame::Error {
-                            kind: RemoteErrorKind::Protocol,
-                            message: e.to_string(),
-                        });
-                        return Err(Ended::Protocol);
-                    }
-                }
-            }
+            decode_pending(conn, io)?;
             if host_eof {
                 // A half-closed host can still read, but this protocol never half-closes:
                 // treat it as gone.

@@ -224,27 +224,25 @@ fn host_closing_mid_stream_does_not_wedge_the_agent() {
     let client = sb.client.clone();
     within(60, move || {
         // Output the host stops reading, then abandons.
-        let mut s = client.exec(ExecRequest::new(["cat", "/dev/zero"])).unwrap();
-        let mut out = s.take_stdout().unwrap();
+        let mut s1 = client.exec(ExecRequest::new(["cat", "/dev/zero"])).unwrap();
+        let mut out = s1.take_stdout().unwrap();
         let mut buf = vec![0u8; 65536];
         out.read_exact(&mut buf).unwrap();
-        let pid = s.pid();
-        drop(out);
-        drop(s);
         // Input the host abandons halfway.
-        let mut s = client
-            .exec(ExecRequest::new(["sh", "-c", "cat >/dev/null; sleep 100"]))
-            .unwrap();
-        s.stdin().unwrap().write_all(&vec![7u8; 3 << 20]).unwrap();
-        drop(s);
+        let mut s2 = client.exec(sh("cat >/dev/null; sleep 100")).unwrap();
+        s2.stdin().unwrap().write_all(&vec![7u8; 3 << 20]).unwrap();
+        let running = client.output(ExecRequest::new(["pidof", "cat"])).unwrap();
+        let pids = String::from_utf8_lossy(&running.stdout)
+            .split_whitespace()
+            .count();
+        assert_eq!(pids, 2, "both commands run before the host leaves");
+        drop(out);
+        drop(s1);
+        drop(s2);
         // A later exec works and the abandoned commands are gone.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let out = client
-                .output(sh(&format!(
-                    "test -e /proc/{pid} && echo alive; pgrep -x sleep; true"
-                )))
-                .unwrap();
+            let out = client.output(sh("pidof cat; true")).unwrap();
             assert!(out.status.success());
             if out.stdout.is_empty() {
                 break;
