@@ -54,7 +54,8 @@ fn garbage_before_start_is_an_error() {
     bad_magic.truncate(11);
     let mut unknown = hello();
     unknown.extend_from_slice(&[1, 0, 0, 0, 0x55]);
-    let cases: Vec<(&str, Vec<u8>, fn(&Error) -> bool)> = vec![
+    type Check = fn(&Error) -> bool;
+    let cases: Vec<(&str, Vec<u8>, Check)> = vec![
         ("huge", (MAX_FRAME_LEN + 1).to_le_bytes().to_vec(), |e| {
             matches!(e, Error::Protocol(_))
         }),
