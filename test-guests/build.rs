@@ -93,6 +93,12 @@ const GUESTS: &[GuestBuild] = &[
         c: false,
     },
     GuestBuild {
+        output: "crash.elf",
+        sources: &["crash.S"],
+        defines: &[],
+        c: false,
+    },
+    GuestBuild {
         output: "spin.elf",
         sources: &["spin.S"],
         defines: &[],

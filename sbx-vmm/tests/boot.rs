@@ -283,3 +283,27 @@ fn bad_configuration_gives_clear_errors() {
         .is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_triple_fault_is_reported_as_a_crash_with_registers() {
+    require_kvm!();
+    let (exit, out, _) = boot(VmBuilder::new(guests::CRASH).memory_mib(16));
+    assert_eq!(out, guests::expect::CRASH);
+    let VmExit::Crashed(report) = exit else {
+        panic!("expected a crash, got {exit:?}");
+    };
+    assert_eq!(report.vcpu, 0);
+    // Hardware KVM reports the triple fault (KVM_EXIT_SHUTDOWN); kvm_pvm fails to emulate the
+    // fault delivery through an empty IDT and reports an internal error instead.
+    if sbx_vmm::detect_kvm().hardware_assisted() {
+        assert!(report.reason.contains("triple fault"), "{report}");
+    } else {
+        assert!(
+            report.reason.contains("triple fault") || report.reason.contains("internal error"),
+            "{report}"
+        );
+    }
+    let regs = report.regs.expect("registers of the crashed vCPU");
+    assert_eq!(regs.rax & 0xffff_ffff, guests::expect::CRASH_EAX, "{report}");
+    assert!(report.to_string().contains("rip="), "{report}");
+}

@@ -27,6 +27,7 @@
 //! | [`MINIMAL`] | PVH | the single byte `S` ([`expect::MINIMAL`]), no newline | poweroff |
 //! | [`SMP`] | PVH | [`expect::smp`] | poweroff |
 //! | [`MISBEHAVE`] | PVH | [`expect::MISBEHAVE`] (after touching unknown ports/MMIO) | poweroff |
+//! | [`CRASH`] | PVH | [`expect::CRASH`], then a triple fault | crash |
 //! | [`SPIN`] | PVH | [`expect::SPIN`], then a busy loop | never (host stop) |
 //! | [`VIRTIO`] | Long64 | see below | poweroff |
 //!
@@ -137,6 +138,9 @@ pub const MINIMAL: &str = concat!(env!("OUT_DIR"), "/minimal.elf");
 /// Touches an unknown port, unknown MMIO and a virtio window with wrong access sizes, then
 /// prints [`expect::MISBEHAVE`] and powers off. PVH entry.
 pub const MISBEHAVE: &str = concat!(env!("OUT_DIR"), "/misbehave.elf");
+/// Prints [`expect::CRASH`], loads an empty IDT and executes `int3` with `eax = 0x5bc0ffee`:
+/// a triple fault. PVH entry.
+pub const CRASH: &str = concat!(env!("OUT_DIR"), "/crash.elf");
 /// Prints [`expect::SPIN`] and then spins forever with interrupts off. PVH entry.
 pub const SPIN: &str = concat!(env!("OUT_DIR"), "/spin.elf");
 /// Counts CPUs through the MADT and by starting the APs with INIT-SIPI-SIPI. PVH entry.
@@ -178,6 +182,10 @@ pub mod expect {
     pub const MINIMAL: &[u8] = b"S";
     /// Whole output of [`crate::MISBEHAVE`].
     pub const MISBEHAVE: &str = "sbx-test-guest: misbehaved\nsbx-test-guest: poweroff\n";
+    /// Whole output of [`crate::CRASH`].
+    pub const CRASH: &str = "sbx-test-guest: crashing\n";
+    /// `eax` at the time [`crate::CRASH`] faults.
+    pub const CRASH_EAX: u64 = 0x5bc0_ffee;
     /// Whole output of [`crate::SPIN`].
     pub const SPIN: &str = "sbx-test-guest: spinning\n";
     /// What a test should write at the start of sector 0 for [`crate::VIRTIO`].
@@ -232,6 +240,7 @@ pub const GUESTS: &[Guest] = &[
     guest("hello-i8042-64", HELLO_I8042_64, Entry::Long64),
     guest("minimal", MINIMAL, Entry::Pvh),
     guest("misbehave", MISBEHAVE, Entry::Pvh),
+    guest("crash", CRASH, Entry::Pvh),
     guest("spin", SPIN, Entry::Pvh),
     guest("smp", SMP, Entry::Pvh),
     guest("virtio", VIRTIO, Entry::Long64),
