@@ -304,6 +304,10 @@ fn a_triple_fault_is_reported_as_a_crash_with_registers() {
         );
     }
     let regs = report.regs.expect("registers of the crashed vCPU");
-    assert_eq!(regs.rax & 0xffff_ffff, guests::expect::CRASH_EAX, "{report}");
+    assert_eq!(
+        regs.rax & 0xffff_ffff,
+        guests::expect::CRASH_EAX,
+        "{report}"
+    );
     assert!(report.to_string().contains("rip="), "{report}");
 }
