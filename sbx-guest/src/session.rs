@@ -227,7 +227,7 @@ fn run_exec(conn: &mut Conn, shared: &Shared, request: &ExecRequest, window: u32
         }
     };
     let pid = handle.pid;
-    tracing::debug!(pid, argv = ?request.argv, "exec started");
+    tracing::debug!(pid, program = ?request.argv[0], "exec started");
     conn.queue(&Frame::Started {
         pid: pid as u32,
         stdin_window: STDIN_WINDOW,
