@@ -177,6 +177,11 @@ pub enum Reason {
     CredentialExfiltration,
     /// The upstream's TLS certificate failed verification.
     UpstreamTls,
+    /// The client's TLS handshake with the proxy failed (often a client that pins
+    /// certificates or does not trust the sandbox CA: consider a `bypass` rule).
+    ClientTls,
+    /// The credential provider had no value for a credential the request needed.
+    CredentialUnavailable,
     /// The upstream could not be resolved or reached.
     UpstreamUnreachable,
     /// The request was malformed or ambiguous (smuggling shapes, origin-form, bad URI).
@@ -198,6 +203,8 @@ impl Reason {
             Reason::IdentityMismatch => "identity-mismatch",
             Reason::CredentialExfiltration => "credential-exfiltration",
             Reason::UpstreamTls => "upstream-tls",
+            Reason::CredentialUnavailable => "credential-unavailable",
+            Reason::ClientTls => "client-tls",
             Reason::UpstreamUnreachable => "upstream-unreachable",
             Reason::BadRequest => "bad-request",
             Reason::LimitExceeded => "limit-exceeded",

@@ -1,0 +1,241 @@
+//! The listener, shared state, connection limits and the outer (proxy-port) service.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::config::{Limits, ProxyConfig, Resolve, SocketAddrOrIp};
+use super::guard::H1Guard;
+use super::io::{idle_expired, Activity, CountingIo, ProxyBody};
+use super::upstream::client_configs;
+use super::{forward, tunnel};
+use crate::ca::CertificateAuthority;
+use crate::credentials::Credentials;
+use crate::error::Result;
+use crate::log::PolicyLog;
+use crate::policy::{canonical_ip, Host, Policy};
+
+/// State shared by every connection of one proxy.
+pub(crate) struct Shared {
+    pub(crate) sandbox: String,
+    policy: RwLock<Arc<Policy>>,
+    pub(crate) ca: Arc<CertificateAuthority>,
+    pub(crate) creds: Credentials,
+    pub(crate) log: Arc<dyn PolicyLog>,
+    pub(crate) resolver: Arc<dyn Resolve>,
+    pub(crate) overrides: HashMap<Host, SocketAddrOrIp>,
+    pub(crate) limits: Limits,
+    pub(crate) tls_client: (Arc<ClientConfig>, Arc<ClientConfig>),
+    pub(crate) local: SocketAddr,
+    active: AtomicUsize,
+}
+
+impl Shared {
+    /// The current policy (a cheap `Arc` clone; swaps are atomic).
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Whether connecting to `addr` would reach this proxy's own listener.
+    pub(crate) fn is_self(&self, addr: SocketAddr) -> bool {
+        if addr.port() != self.local.port() {
+            return false;
+        }
+        let ip = canonical_ip(addr.ip());
+        let local = canonical_ip(self.local.ip());
+        ip == local || ip.is_unspecified() || (local.is_unspecified() && ip.is_loopback())
+    }
+}
+
+/// Holds a connection slot (and counts it) until every task serving the connection is done.
+pub(crate) struct ConnGuard {
+    _permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A running egress proxy.
+///
+/// The proxy runs on the caller's tokio runtime. Dropping it stops accepting new
+/// connections; connections already open finish on their own (bounded by the idle timeout).
+pub struct Proxy {
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("local_addr", &self.shared.local)
+            .field("sandbox", &self.shared.sandbox)
+            .field("active_connections", &self.active_connections())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Binds `addr` and starts serving on the current tokio runtime.
+    pub async fn bind(addr: SocketAddr, config: ProxyConfig) -> Result<Proxy> {
+        let listener = TcpListener::bind(addr).await?;
+        Self::serve(listener, config)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn serve(listener: TcpListener, config: ProxyConfig) -> Result<Proxy> {
+        let local = listener.local_addr()?;
+        let tls_client = client_configs(&config)?;
+        let shared = Arc::new(Shared {
+            sandbox: config.sandbox,
+            policy: RwLock::new(Arc::new(config.policy)),
+            ca: config.ca,
+            creds: Credentials::new(config.credentials, config.provider),
+            log: config.log,
+            resolver: config.resolver,
+            overrides: config.overrides,
+            limits: config.limits,
+            tls_client,
+            local,
+            active: AtomicUsize::new(0),
+        });
+        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        tracing::info!(%local, sandbox = %shared.sandbox, "egress proxy listening");
+        Ok(Proxy { shared, accept })
+    }
+
+    /// The address the proxy listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// The CA certificate (PEM) clients must trust.
+    pub fn ca_pem(&self) -> &str {
+        self.shared.ca.cert_pem()
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.shared.policy()
+    }
+
+    /// Replaces the policy atomically; new requests and tunnels see it at once (requests
+    /// inside open intercepted tunnels are re-checked per request).
+    pub fn set_policy(&self, policy: Policy) {
+        let policy = Arc::new(policy);
+        match self.shared.policy.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
+
+    /// Replaces the policy from JSON. On any error the running policy is kept (never fails
+    /// open).
+    pub fn update_policy_json(&self, json: &str) -> Result<()> {
+        let policy = Policy::from_json(json)?;
+        self.set_policy(policy);
+        Ok(())
+    }
+
+    /// Client connections (including tunnels) currently being served.
+    pub fn active_connections(&self) -> usize {
+        self.shared.active.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        shared.active.fetch_add(1, Ordering::Relaxed);
+        let guard = Arc::new(ConnGuard {
+            _permit: permit,
+            shared: shared.clone(),
+        });
+        tokio::spawn(serve_client(shared.clone(), guard, stream));
+    }
+}
+
+async fn serve_client(shared: Arc<Shared>, guard: Arc<ConnGuard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let io = CountingIo::new(
+        H1Guard::new(stream, shared.limits.max_header_bytes),
+        activity.clone(),
+    );
+    let svc_shared = shared.clone();
+    let svc_guard = guard.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let shared = svc_shared.clone();
+        let guard = svc_guard.clone();
+        async move { Ok::<_, Infallible>(handle_outer(shared, guard, req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.limits.header_timeout)
+        .max_buf_size(shared.limits.max_header_bytes.max(8192));
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::select! {
+        res = conn => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "client connection ended");
+            }
+        }
+        _ = idle_expired(&activity, shared.limits.idle_timeout) => {
+            tracing::debug!("client connection idle timeout");
+        }
+    }
+}
+
+async fn handle_outer(
+    shared: Arc<Shared>,
+    guard: Arc<ConnGuard>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        tunnel::handle_connect(shared, guard, req).await
+    } else {
+        forward::handle_plain(shared, req).await
+    }
+}
