@@ -41,6 +41,18 @@ pub enum VirtioError {
         #[source]
         source: io::Error,
     },
+    /// The vsock guest CID is reserved (0 to 2, or `u32::MAX` and above).
+    #[error("vsock guest CID {0} is reserved or out of range")]
+    InvalidCid(u64),
+    /// The vsock host socket cannot be created.
+    #[error("cannot listen on vsock socket {}", path.display())]
+    VsockSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// No MMIO window / interrupt line is left for this device slot.
     #[error("virtio-mmio slot {0} has no free interrupt line")]
     NoSlot(u32),

@@ -1,7 +1,7 @@
 //! virtio-mmio transport and devices.
 //!
 //! [`MmioTransport`] serves the virtio-mmio v2 register window of one [`VirtioDevice`];
-//! [`Block`] and [`Rng`] are device models. Devices process their queues on the VMM's
+//! [`Block`], [`Rng`] and [`Vsock`] are device models. Devices process their queues on the VMM's
 //! event-manager thread; [`VirtioMmioSlot`] wires one device into a VM (its docs list the
 //! steps).
 
@@ -15,6 +15,7 @@ mod mmio;
 mod queue;
 pub mod rng;
 mod slot;
+pub mod vsock;
 
 pub use block::{Block, BlockConfig, BlockMetrics};
 pub use device::{device_type, features, ActivateError, VirtioDevice};
@@ -27,3 +28,4 @@ pub use mmio::{
 };
 pub use rng::{Rng, RngMetrics};
 pub use slot::{SharedSubscriber, VirtioMmioSlot};
+pub use vsock::{Vsock, VsockConfig, VsockMetrics};
