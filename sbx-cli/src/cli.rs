@@ -1,0 +1,20 @@
+//! The command-line grammar (clap derive). Help text, completions and man pages all come from
+//! these definitions.
+
+use clap::{Parser, Subcommand};
+
+/// Run AI coding agents in disposable microVMs behind a default-deny egress firewall.
+#[derive(Debug, Parser)]
+#[command(name = "sbx", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report what this host supports: KVM, namespaces, state directory.
+    Diagnose(crate::commands::diagnose::DiagnoseArgs),
+}

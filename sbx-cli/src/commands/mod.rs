@@ -1,0 +1,13 @@
+//! One module per subcommand.
+
+pub mod diagnose;
+
+use crate::cli::{Cli, Command};
+use crate::exit::ExitStatus;
+
+/// Dispatch a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    match cli.command {
+        Command::Diagnose(args) => diagnose::run(args),
+    }
+}
