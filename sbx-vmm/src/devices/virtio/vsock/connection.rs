@@ -357,7 +357,7 @@ impl Connection {
     /// Apply shutdowns that were waiting for buffered data to drain; tell whether the
     /// connection is finished.
     fn after_progress(&mut self) -> Verdict {
-        if self.state != State::Established {
+        if !matches!(self.state, State::Established | State::Closing) {
             return Verdict::Keep;
         }
         let flushed = self.prefix.is_empty() && self.host_buf.is_empty();
