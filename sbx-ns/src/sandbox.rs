@@ -71,8 +71,8 @@ pub struct Sandbox {
 
 /// Puts `fd` at [`CONTROL_FD`] in the child, without FD_CLOEXEC.
 pub(crate) fn pass_control(cmd: &mut Command, fd: OwnedFd) {
-    // SAFETY: the closure runs between fork and exec and only calls dup2/fcntl, which are
-    // async-signal-safe; `fd` is moved in and stays open until the closure is dropped.
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls (dup2,
+    // fcntl, close_range), which are async-signal-safe; `fd` is moved in and stays open until the closure is dropped.
     unsafe {
         cmd.pre_exec(move || {
             let raw = fd.as_raw_fd();
@@ -83,6 +83,15 @@ pub(crate) fn pass_control(cmd: &mut Command, fd: OwnedFd) {
             } else if libc::dup2(raw, CONTROL_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Descriptors someone else left inheritable (a jobserver pipe, a C library's
+            // files) must not reach the helper. close_range is a plain syscall; kernels
+            // before 5.11 lack the flag and we carry on, PID 1 repeats this before exec.
+            libc::syscall(
+                libc::SYS_close_range,
+                CONTROL_FD as libc::c_uint + 1,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             Ok(())
         });
     }

@@ -334,6 +334,12 @@ pub(crate) fn run_pid1(
         warn(&control, format!("chdir {}: {e}; using /", cwd.display()));
     }
 
+    // Fail the start, not a later wait, when the init program is missing.
+    ctx(
+        nix::unistd::access(&config.init.path, nix::unistd::AccessFlags::X_OK),
+        || format!("init program {}", config.init.path.display()),
+    )?;
+
     // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));

@@ -122,6 +122,8 @@ fn run_probe(helper: &Helper, dir: &Path) -> Result<ProbeResult, String> {
         .stdout(Stdio::null());
     crate::sandbox::pass_control(&mut cmd, theirs);
     let mut child = cmd.spawn().map_err(|e| format!("spawn helper: {e}"))?;
+    // The command holds the helper's end of the socket; without this we never see EOF.
+    drop(cmd);
     let dir_str = dir.to_str().ok_or("scratch path is not UTF-8")?.to_string();
     let res = proto::send(
         std::os::fd::AsFd::as_fd(&ours),

@@ -64,15 +64,18 @@ int main(int argc, char **argv) {
         bad |= report("delete_module", syscall(SYS_delete_module, "loop", 0));
         return bad;
     }
-    if (!strcmp(cmd, "chroot-escape")) {
-        /* The classic: chroot into a subdirectory while keeping cwd outside it, then walk up. */
+    if (!strcmp(cmd, "chroot-escape") && argc > 2) {
+        /* The classic: chroot into a subdirectory while keeping cwd outside it, then walk up
+         * and chroot again. argv[2] is a host path that must stay invisible. */
         mkdir("/tmp/jail", 0755);
-        if (chroot("/tmp/jail") < 0) { printf("chroot DENIED %s\n", strerror(errno)); }
+        if (chroot("/tmp/jail") < 0) printf("chroot DENIED %s\n", strerror(errno));
         for (int i = 0; i < 64; i++) chdir("..");
         chroot(".");
         FILE *f = fopen("/etc/shadow", "r");
         if (f && fgets(buf, sizeof buf, f)) printf("shadow: %s", buf);
         if (getcwd(buf, sizeof buf)) printf("cwd: %s\n", buf);
+        if (access(argv[2], F_OK) == 0) printf("HOST VISIBLE %s\n", argv[2]);
+        else printf("host path hidden\n");
         return 0;
     }
     return 2;

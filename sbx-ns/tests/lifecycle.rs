@@ -1,0 +1,145 @@
+//! Start, stop, failure and host support, checked from the host side.
+
+#![allow(clippy::print_stdout)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{config, helper, State};
+use sbx_ns::{host_support, Config, Error, Init, Limits, Sandbox};
+
+/// The checks scan this process's descriptors, so these tests run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ns_inode(pid: u32, ns: &str) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+fn pids_in(ns: &str, link: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| ns_inode(*pid, ns).as_deref() == Some(link))
+        .collect()
+}
+
+fn our_tun_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l == Path::new("/dev/net/tun"))
+        .count()
+}
+
+fn check_stop_leaves_nothing(use_drop: bool) {
+    let state = State::new("stop");
+    let cfg = config(
+        &state,
+        "sleep 1000 & sleep 1000 & (sleep 1000 &); exec sleep 1000",
+    )
+    .with_limits(Limits::default().with_pids(64).with_memory_bytes(256 << 20));
+    let sb = Sandbox::builder(cfg).stdout(Stdio::null()).start().unwrap();
+    let pid = sb.pid();
+    std::thread::sleep(Duration::from_millis(200));
+    let links: Vec<(&str, String)> = ["pid", "mnt", "net", "user"]
+        .into_iter()
+        .map(|ns| (ns, ns_inode(pid, ns).unwrap()))
+        .collect();
+    let inside = pids_in("pid", &links[0].1);
+    assert!(inside.len() >= 4, "PID 1 and its sleepers: {inside:?}");
+    assert_eq!(our_tun_fds(), 1, "the host holds the TAP");
+    let cgroups = sb.cgroup_dirs().to_vec();
+    assert!(!cgroups.is_empty());
+    if use_drop {
+        drop(sb);
+    } else {
+        sb.stop().unwrap();
+    }
+    for (ns, link) in &links {
+        // The monitor helper lives in the sandbox's user/mount/net namespaces too; it must be
+        // gone as well.
+        assert!(
+            pids_in(ns, link).is_empty(),
+            "a process is left in the {ns} namespace"
+        );
+    }
+    assert_eq!(our_tun_fds(), 0, "TAP descriptor closed");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&*state.0.to_string_lossy()),
+        "a mount is left on the host"
+    );
+    for d in cgroups {
+        assert!(!d.exists(), "cgroup {} left", d.display());
+    }
+    // No TAP device appeared in the host's network namespace either.
+    let links = std::fs::read_to_string("/proc/net/dev").unwrap();
+    assert!(!links.contains("eth0:") || Path::new("/sys/class/net/eth0/device").exists());
+}
+
+#[test]
+fn stop_and_drop_leave_no_process_mount_tap_or_cgroup() {
+    let _serial = serial();
+    check_stop_leaves_nothing(false);
+    check_stop_leaves_nothing(true);
+}
+
+#[test]
+fn setup_failures_are_errors_and_leave_nothing() {
+    let _serial = serial();
+    let state = State::new("bad-init");
+    let cfg = Config::new(
+        common::busybox_root(),
+        &state.0,
+        Init::new("/no/such/init", Vec::<String>::new()),
+    )
+    .with_helper(helper());
+    match Sandbox::start(cfg) {
+        Err(Error::Setup(msg)) => assert!(msg.contains("/no/such/init"), "{msg}"),
+        other => panic!("expected a setup error, got {other:?}"),
+    }
+    let cfg = Config::new(
+        "/no/such/rootfs",
+        &state.0,
+        Init::new("/bin/sh", Vec::<String>::new()),
+    )
+    .with_helper(helper());
+    assert!(Sandbox::start(cfg).is_err());
+    let cfg = Config::new(
+        "relative",
+        &state.0,
+        Init::new("/bin/sh", Vec::<String>::new()),
+    )
+    .with_helper(helper());
+    assert!(matches!(Sandbox::start(cfg), Err(Error::InvalidConfig(_))));
+}
+
+#[test]
+fn host_support_reports_this_host() {
+    let _serial = serial();
+    let s = host_support(&helper(), &common::tmp_root());
+    println!("{s:?}");
+    // These machines run as root with user namespaces, overlayfs and TAP (DESIGN.md 9).
+    assert!(s.ok, "{:?}", s.reasons);
+    assert!(s.reasons.is_empty());
+    // A helper that is not one reports why instead of hanging or passing.
+    let s = host_support(
+        &sbx_ns::Helper::Path("/bin/true".into()),
+        &common::tmp_root(),
+    );
+    assert!(!s.ok);
+    assert!(
+        s.reasons.iter().any(|r| r.contains("probe failed")),
+        "{:?}",
+        s.reasons
+    );
+}
