@@ -32,6 +32,9 @@ pub enum Error {
     /// The helper broke the control protocol (closed early, sent garbage).
     #[error("sandbox helper protocol: {0}")]
     Protocol(String),
+    /// Installing or talking to the guest agent failed.
+    #[error("guest agent")]
+    Agent(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The sandbox did not become ready in time.
     #[error("sandbox did not start within {0:?}")]
     Timeout(std::time::Duration),

@@ -75,6 +75,7 @@
 //! program. The helper stays as the monitor: it reaps PID 1, reports its status, and kills it
 //! if the launcher goes away. Descriptors for the init program travel as `SCM_RIGHTS`.
 
+mod agent;
 mod caps;
 mod cgroup;
 mod config;
@@ -87,6 +88,7 @@ mod setup;
 mod support;
 mod tap;
 
+pub use agent::AgentOptions;
 pub use caps::KEPT_CAPABILITIES;
 pub use cgroup::{LimitState, LimitsReport};
 pub use config::{Bind, Config, Helper, IdMap, Init, Limits};

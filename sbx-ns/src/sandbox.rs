@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::agent::{self, AgentOptions};
 use crate::cgroup::{Cgroups, LimitsReport};
 use crate::config::{Config, Helper, IdMap};
 use crate::proto::{self, FromHelper, ToHelper, HELPER_ENV};
@@ -47,6 +48,7 @@ pub struct SandboxBuilder {
     stderr: Option<Stdio>,
     fds: Vec<(OwnedFd, RawFd)>,
     timeout: Duration,
+    agent: Option<AgentOptions>,
 }
 
 /// A running namespace sandbox. Dropping it kills everything inside (like [`Sandbox::stop`]).
@@ -60,6 +62,7 @@ pub struct Sandbox {
     cgroups: Cgroups,
     limits: LimitsReport,
     state_dir: PathBuf,
+    exec_socket: Option<PathBuf>,
     exit: Option<Exit>,
     /// PID 1's standard input, when configured as [`Stdio::piped`].
     pub stdin: Option<ChildStdin>,
@@ -162,6 +165,14 @@ impl SandboxBuilder {
         self
     }
 
+    /// Runs the sbx guest agent as PID 1 instead of `config.init` (whose environment and
+    /// working directory it inherits), serving the exec protocol on `<state>/exec.sock`
+    /// ([`Sandbox::exec_socket`], [`Sandbox::client`]).
+    pub fn agent(mut self, opts: AgentOptions) -> Self {
+        self.agent = Some(opts);
+        self
+    }
+
     /// How long setup may take (default 10 s).
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
@@ -171,14 +182,27 @@ impl SandboxBuilder {
     /// Builds the sandbox and starts its init program. Returns once PID 1 is about to exec it.
     pub fn start(self) -> Result<Sandbox> {
         let SandboxBuilder {
-            config,
+            mut config,
             stdin,
             stdout,
             stderr,
-            fds,
+            mut fds,
             timeout,
+            agent,
         } = self;
         config.validate()?;
+        let mut exec_socket = None;
+        if let Some(opts) = &agent {
+            if fds.iter().any(|(_, t)| *t == agent::LISTEN_FD) {
+                return Err(Error::InvalidConfig("fd 3 is the agent's".into()));
+            }
+            fs::create_dir_all(&config.state_dir)
+                .map_err(|e| Error::io("create", &config.state_dir, e))?;
+            let listener = agent::prepare(&mut config, opts)?;
+            fds.push((listener, agent::LISTEN_FD));
+            exec_socket = Some(agent::socket_path(&config));
+            config.validate()?;
+        }
         if fds.iter().any(|(_, t)| !(0..1024).contains(t)) {
             return Err(Error::InvalidConfig(
                 "passed fd targets must be in 0..1024".into(),
@@ -284,6 +308,7 @@ impl SandboxBuilder {
             cgroups: std::mem::take(&mut partial.cgroups),
             limits,
             state_dir: config.state_dir.clone(),
+            exec_socket,
             exit: None,
         })
     }
@@ -316,6 +341,7 @@ impl Sandbox {
             stderr: None,
             fds: Vec::new(),
             timeout: Duration::from_secs(10),
+            agent: None,
         }
     }
 
@@ -352,6 +378,36 @@ impl Sandbox {
     /// The host-side state folder.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// The exec protocol's Unix socket when the agent is PID 1.
+    pub fn exec_socket(&self) -> Option<&Path> {
+        self.exec_socket.as_deref()
+    }
+
+    /// An exec client for the agent (see [`sbx_exec::Client`]), when the agent is PID 1.
+    pub fn client(&self) -> Option<sbx_exec::Client> {
+        self.exec_socket.as_ref().map(sbx_exec::Client::unix)
+    }
+
+    /// Stops an agent sandbox the orderly way: the agent ends every process and exits, then
+    /// the namespaces go away. Kills after `grace` (or at once when there is no agent).
+    pub fn shutdown(mut self, grace: Duration) -> Result<Exit> {
+        let asked = self.client().map(|c| c.shutdown());
+        if let Some(Err(e)) = &asked {
+            tracing::warn!(error = %e, "agent shutdown request failed; killing");
+        }
+        if !matches!(asked, Some(Ok(()))) || !self.wait_exit(grace) {
+            self.signal(libc::SIGKILL)?;
+        }
+        self.wait()
+    }
+
+    /// Waits up to `t` for PID 1 to end; true if it did.
+    fn wait_exit(&self, t: Duration) -> bool {
+        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(t.as_millis()).unwrap_or(u16::MAX);
+        matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
     }
 
     /// Sends `signal` to PID 1 (through a pidfd, never a recycled pid). Inside its pid
@@ -418,9 +474,7 @@ impl Sandbox {
     /// Asks PID 1 to end with SIGTERM, then kills after `grace`.
     pub fn stop_timeout(mut self, grace: Duration) -> Result<Exit> {
         self.signal(libc::SIGTERM)?;
-        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
-        let ms = u16::try_from(grace.as_millis()).unwrap_or(u16::MAX);
-        if !matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
+        if !self.wait_exit(grace) {
             self.signal(libc::SIGKILL)?;
         }
         self.wait()
@@ -429,6 +483,9 @@ impl Sandbox {
     fn cleanup(&mut self) {
         self.tap = None;
         self.cgroups.remove();
+        if let Some(sock) = &self.exec_socket {
+            let _ = fs::remove_file(sock);
+        }
     }
 }
 
