@@ -95,6 +95,20 @@ fn copy_exe(from: &Path, to: &Path) -> io::Result<()> {
 /// Installs an agent executable into `root` (see the module docs). `exe` defaults to the
 /// running binary (`/proc/self/exe`), which must then call [`crate::run_if_agent`] first.
 pub fn install_agent(root: &Path, exe: Option<&Path>) -> Result<InstalledAgent> {
+    install_agent_dir(
+        &root.join(INSTALL_DIR.trim_start_matches('/')),
+        Path::new(INSTALL_DIR),
+        exe,
+    )
+}
+
+/// Installs the agent into `dir` on the host, to appear at `dir_in_root` inside the sandbox
+/// (for a launcher that bind-mounts `dir` read-only rather than writing into the image).
+pub fn install_agent_dir(
+    dir: &Path,
+    dir_in_root: &Path,
+    exe: Option<&Path>,
+) -> Result<InstalledAgent> {
     let exe = match exe {
         Some(p) => p.to_owned(),
         None => std::env::current_exe().map_err(Error::io("resolve the running executable"))?,
@@ -103,6 +117,9 @@ pub fn install_agent(root: &Path, exe: Option<&Path>) -> Result<InstalledAgent> 
         path: exe.clone(),
         reason,
     };
+    if !dir_in_root.is_absolute() {
+        return Err(lib_err("the directory in the root must be absolute".into()));
+    }
     let out = Command::new("ldd")
         .arg(&exe)
         .env("LC_ALL", "C")
@@ -114,15 +131,14 @@ pub fn install_agent(root: &Path, exe: Option<&Path>) -> Result<InstalledAgent> 
     if !out.status.success() && deps.interpreter.is_some() {
         return Err(lib_err(format!("ldd failed: {}", text.trim())));
     }
-    let dir = root.join(INSTALL_DIR.trim_start_matches('/'));
     let lib = dir.join("lib");
     std::fs::create_dir_all(&lib).map_err(Error::io("create the agent directory"))?;
     copy_exe(&exe, &dir.join(AGENT_NAME)).map_err(Error::io("copy the agent"))?;
-    let agent_in_root = format!("{INSTALL_DIR}/{AGENT_NAME}");
+    let agent_in_root = dir_in_root.join(AGENT_NAME).into_os_string();
     let Some(interp) = deps.interpreter else {
         tracing::debug!(exe = %exe.display(), "installed static agent");
         return Ok(InstalledAgent {
-            argv: vec![agent_in_root.into()],
+            argv: vec![agent_in_root],
         });
     };
     for (name, path) in &deps.libs {
@@ -133,16 +149,15 @@ pub fn install_agent(root: &Path, exe: Option<&Path>) -> Result<InstalledAgent> 
         .ok_or_else(|| lib_err("interpreter has no file name".into()))?
         .to_owned();
     copy_exe(&interp, &lib.join(&interp_name)).map_err(Error::io("copy the ELF interpreter"))?;
-    let lib_in_root = format!("{INSTALL_DIR}/lib");
-    let mut interp_in_root = OsString::from(format!("{lib_in_root}/"));
-    interp_in_root.push(&interp_name);
+    let lib_in_root = dir_in_root.join("lib");
+    let interp_in_root = lib_in_root.join(&interp_name).into_os_string();
     tracing::debug!(exe = %exe.display(), libs = deps.libs.len(), "installed dynamic agent");
     Ok(InstalledAgent {
         argv: vec![
             interp_in_root,
             "--library-path".into(),
-            lib_in_root.into(),
-            agent_in_root.into(),
+            lib_in_root.into_os_string(),
+            agent_in_root,
         ],
     })
 }
@@ -196,5 +211,21 @@ mod tests {
         }
         assert_eq!(a.command(["--x"]).last().unwrap(), "--x");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn static_executable_is_copied_alone() {
+        // busybox-static is statically linked; the integration tests need it anyway.
+        let dir = std::env::temp_dir().join(format!("sbx-guest-static-{}", std::process::id()));
+        let a = install_agent_dir(
+            &dir,
+            Path::new("/opt/agent"),
+            Some(Path::new("/bin/busybox")),
+        )
+        .unwrap();
+        assert_eq!(a.argv, vec![OsString::from("/opt/agent/sbx-guest")]);
+        assert!(dir.join("sbx-guest").is_file());
+        assert!(std::fs::read_dir(dir.join("lib")).unwrap().next().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

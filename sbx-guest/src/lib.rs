@@ -66,6 +66,6 @@ pub use cli::{
 };
 pub use error::{Error, Result};
 pub use init::{set_hostname, standard_mounts, switch_root, DevMode, SwitchRoot};
-pub use install::{install_agent, InstalledAgent, INSTALL_DIR};
+pub use install::{install_agent, install_agent_dir, InstalledAgent, INSTALL_DIR};
 pub use modules::{load_modules, module_name, ModuleIndex};
 pub use passwd::{parse_groups_of, parse_passwd, PasswdEntry};
