@@ -11,7 +11,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{IRQ_MAX, VIRTIO_IRQ_BASE};
-use crate::devices::virtio::{Block, BlockConfig, Rng, SharedSubscriber, VirtioMmioSlot};
+use crate::devices::virtio::{Block, BlockConfig, Rng, SharedSubscriber, VirtioMmioSlot, Vsock};
 use crate::devices::Bus;
 use crate::error::{host, Error, Result};
 use crate::memory::GuestMemory;
@@ -62,7 +62,8 @@ impl DeviceManager {
         memory: &GuestMemory,
         mmio: &mut Bus,
     ) -> Result<Self> {
-        let count = config.disks.len() + usize::from(config.rng);
+        let count =
+            config.disks.len() + usize::from(config.rng) + usize::from(config.vsock.is_some());
         if count > max_devices() {
             return Err(Error::TooManyDevices(max_devices()));
         }
@@ -97,6 +98,20 @@ impl DeviceManager {
                 source: Box::new(e),
             };
             let dev = Rng::new().map_err(dev_err)?;
+            let slot = VirtioMmioSlot::new(
+                slots.len() as u32,
+                Arc::new(Mutex::new(dev)),
+                memory.clone(),
+            )
+            .map_err(dev_err)?;
+            slots.push(slot);
+        }
+        if let Some(vsock) = &config.vsock {
+            let dev_err = |e: crate::devices::virtio::VirtioError| Error::Device {
+                name: "virtio-vsock".into(),
+                source: Box::new(e),
+            };
+            let dev = Vsock::new(vsock.clone()).map_err(dev_err)?;
             let slot = VirtioMmioSlot::new(
                 slots.len() as u32,
                 Arc::new(Mutex::new(dev)),

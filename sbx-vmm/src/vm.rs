@@ -15,6 +15,7 @@ use crate::arch::x86_64::layout::{
 };
 use crate::arch::x86_64::{cpuid, lapic, msr, regs};
 use crate::devices::legacy::{AcpiPm, SerialConsole, I8042};
+use crate::devices::virtio::VsockConfig;
 use crate::error::{host, kvm, Error, Result};
 use crate::exit::{ExitSignal, VmExit};
 use crate::kvm_detect::detect_kvm;
@@ -65,6 +66,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// Attach a virtio-rng device.
     pub rng: bool,
+    /// Attach a virtio-vsock device (guest CID and host Unix socket), after the disks and rng.
+    pub vsock: Option<VsockConfig>,
 }
 
 impl VmConfig {
@@ -78,6 +81,7 @@ impl VmConfig {
             vcpus: 1,
             disks: Vec::new(),
             rng: false,
+            vsock: None,
         }
     }
 }
@@ -156,6 +160,15 @@ impl VmBuilder {
     /// Attach (or not) a virtio-rng device.
     pub fn rng(mut self, enabled: bool) -> Self {
         self.config.rng = enabled;
+        self
+    }
+
+    /// Attach a virtio-vsock device with guest CID `cid` whose host side listens on the Unix
+    /// socket `uds_path` (which must not exist yet). A host process connects there and writes
+    /// `CONNECT <guest port>\n`, then reads `OK <host port>\n` and uses the stream; guest
+    /// connections to host port P go to `<uds_path>_<P>`.
+    pub fn vsock(mut self, cid: u64, uds_path: impl Into<PathBuf>) -> Self {
+        self.config.vsock = Some(VsockConfig::new(cid, uds_path));
         self
     }
 

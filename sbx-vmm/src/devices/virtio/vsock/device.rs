@@ -7,7 +7,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::metrics::VsockMetrics;
@@ -227,15 +227,8 @@ impl Vsock {
                 return used;
             }
             *tx_paused = false;
-            let Some(desc_chain) = q.pop_descriptor_chain(mem) else {
-                match q.enable_notification(mem) {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "virtio-vsock: cannot enable tx notifications");
-                        break;
-                    }
-                }
+            let Some(desc_chain) = pop_or_arm(q, mem) else {
+                break;
             };
             let head = desc_chain.head_index();
             m.tx_packets.inc();
@@ -271,16 +264,8 @@ impl Vsock {
         let q = &mut a.queues[VSOCK_RX_QUEUE];
         let mut used = false;
         while muxer.has_rx_work() {
-            let Some(desc_chain) = q.pop_descriptor_chain(mem) else {
-                // Ask for a kick when buffers arrive, and look once more for a race.
-                match q.enable_notification(mem) {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "virtio-vsock: cannot enable rx notifications");
-                        break;
-                    }
-                }
+            let Some(desc_chain) = pop_or_arm(q, mem) else {
+                break;
             };
             let head = desc_chain.head_index();
             let len = match chain::parse(desc_chain, mem) {
@@ -321,6 +306,24 @@ impl Vsock {
             used = true;
         }
         used
+    }
+}
+
+/// Pop the next chain. When the ring looks empty, re-enable notifications (so the driver
+/// kicks us for the next buffer) and look exactly once more, for a buffer added in between.
+/// A bogus available index makes pop refuse while enable reports "more": the single re-check
+/// keeps that from spinning.
+fn pop_or_arm<'a>(q: &mut Queue, mem: &'a GuestMemory) -> Option<DescriptorChain<&'a GuestMemory>> {
+    if let Some(c) = q.pop_descriptor_chain(mem) {
+        return Some(c);
+    }
+    match q.enable_notification(mem) {
+        Ok(true) => q.pop_descriptor_chain(mem),
+        Ok(false) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "virtio-vsock: cannot enable queue notifications");
+            None
+        }
     }
 }
 
