@@ -13,7 +13,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use sbx_vmm::devices::virtio::vsock::{
     Op, Vsock, VsockConfig, CONN_BUF_ALLOC, VSOCK_HDR_LEN, VSOCK_MAX_CONNECTIONS,
-    VSOCK_SHUTDOWN_BOTH, VSOCK_SHUTDOWN_SEND,
+    VSOCK_REQUEST_TIMEOUT, VSOCK_SHUTDOWN_BOTH, VSOCK_SHUTDOWN_SEND, VSOCK_SHUTDOWN_TIMEOUT,
 };
 use sbx_vmm::devices::virtio::{device_type, VirtioDevice, VirtioError};
 use sbx_vmm::{require_kvm, VmBuilder, VmExit};
@@ -476,6 +476,62 @@ fn guest_data_after_a_full_host_hangup_is_dropped() {
     let ops: Vec<_> = h.recv().iter().map(|p| p.op()).collect();
     assert_eq!(ops, [Some(Op::Rst)]);
     assert_eq!(h.dev().connection_count(), 0);
+}
+
+/// Run the loop until the device holds no connection; returns how long that took.
+fn wait_for_no_connections(h: &mut Harness) -> Duration {
+    let start = std::time::Instant::now();
+    while h.dev().connection_count() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "connection never timed out"
+        );
+        h.em.run_with_timeout(50).unwrap();
+    }
+    start.elapsed()
+}
+
+#[test]
+fn unanswered_request_times_out() {
+    let mut h = Harness::new();
+    let mut host = UnixStream::connect(&h.path).unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    host.write_all(b"CONNECT 90\n").unwrap();
+    let pkts = h.recv();
+    assert_eq!(pkts[0].op(), Some(Op::Request));
+    // The guest never answers.
+    let waited = wait_for_no_connections(&mut h);
+    assert!(
+        waited + Duration::from_millis(300) >= VSOCK_REQUEST_TIMEOUT,
+        "{waited:?}"
+    );
+    let (data, eof) = read_to_end(&mut host);
+    assert!(data.is_empty() && eof);
+    let pkts = h.recv();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].op(), Some(Op::Rst));
+    assert_eq!(h.dev().metrics().timeouts.get(), 1);
+}
+
+#[test]
+fn unfinished_close_times_out() {
+    let mut h = Harness::new();
+    let (host, _) = h.host_connect(91, 65536);
+    drop(host);
+    h.pump();
+    let pkts = h.recv();
+    assert_eq!(pkts[0].op(), Some(Op::Shutdown));
+    // The guest never sends its RST.
+    let waited = wait_for_no_connections(&mut h);
+    assert!(
+        waited + Duration::from_millis(300) >= VSOCK_SHUTDOWN_TIMEOUT,
+        "{waited:?}"
+    );
+    let pkts = h.recv();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].op(), Some(Op::Rst));
+    assert_eq!(h.dev().metrics().timeouts.get(), 1);
 }
 
 #[test]

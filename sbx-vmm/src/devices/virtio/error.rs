@@ -41,6 +41,9 @@ pub enum VirtioError {
         #[source]
         source: io::Error,
     },
+    /// Creating a timerfd failed.
+    #[error("cannot create a timerfd")]
+    TimerFd(#[source] io::Error),
     /// The vsock guest CID is reserved (0 to 2, or `u32::MAX` and above).
     #[error("vsock guest CID {0} is reserved or out of range")]
     InvalidCid(u64),

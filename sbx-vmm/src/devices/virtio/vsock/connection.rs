@@ -12,6 +12,7 @@ use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use event_manager::EventSet;
 use nix::sys::socket::{send, MsgFlags};
@@ -28,6 +29,11 @@ pub const CONN_BUF_ALLOC: u32 = 128 << 10;
 
 /// Send a `CREDIT_UPDATE` once the guest believes less than this much room is left.
 const CREDIT_UPDATE_THRESHOLD: u32 = CONN_BUF_ALLOC / 2;
+
+/// How long the guest has to answer our REQUEST before the host stream is closed.
+pub const VSOCK_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the guest has to finish (RST or SHUTDOWN) after we shut both directions.
+pub const VSOCK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A connection's ports: `local` is the host side, `peer` the guest side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,6 +98,8 @@ pub(super) struct Connection {
     pub in_rx_queue: bool,
     /// Marked for removal; the muxer deregisters and drops it.
     pub dead: bool,
+    /// When the guest is late answering a REQUEST or finishing a close.
+    pub deadline: Option<Instant>,
     line: Vec<u8>,
 
     peer_buf_alloc: u32,
@@ -130,6 +138,7 @@ impl Connection {
             registered: None,
             in_rx_queue: false,
             dead: false,
+            deadline: None,
             line: Vec::new(),
             peer_buf_alloc: 0,
             peer_fwd_cnt: 0,
@@ -245,6 +254,7 @@ impl Connection {
             }
             (State::LocalInit, Op::Response) => {
                 self.state = State::Established;
+                self.deadline = None;
                 if let Some(key) = self.key {
                     self.prefix = format!("OK {}\n", key.local).into_bytes();
                 }
@@ -427,6 +437,7 @@ impl Connection {
     pub fn next_rx(&mut self, buf: &mut [u8], m: &VsockMetrics) -> RxOut {
         if self.pending & P_REQUEST != 0 {
             self.pending &= !P_REQUEST;
+            self.deadline = Some(Instant::now() + VSOCK_REQUEST_TIMEOUT);
             return control(Op::Request, 0);
         }
         if self.pending & P_RESPONSE != 0 {
@@ -446,6 +457,7 @@ impl Connection {
             self.pending &= !P_SHUTDOWN;
             if self.shutdown_flags == VSOCK_SHUTDOWN_BOTH {
                 self.state = State::Closing;
+                self.deadline = Some(Instant::now() + VSOCK_SHUTDOWN_TIMEOUT);
             }
             return control(Op::Shutdown, self.shutdown_flags);
         }

@@ -34,6 +34,8 @@ pub const VSOCK_EVENT_QUEUE: usize = 2;
 pub(super) const CTL_TOKEN: u32 = 3;
 /// epoll data of the host listener.
 pub(super) const LISTENER_TOKEN: u32 = 4;
+/// epoll data of the connection timer.
+pub(super) const TIMER_TOKEN: u32 = 5;
 
 /// How to build a [`Vsock`] device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +126,8 @@ impl Vsock {
             queue_max_sizes: [VSOCK_QUEUE_SIZE; 3],
             queue_evts: [evt()?, evt()?, evt()?],
             ctl_evt: evt()?,
-            muxer: Muxer::new(cid, config.uds_path, listener, metrics.clone()),
+            muxer: Muxer::new(cid, config.uds_path, listener, metrics.clone())
+                .map_err(VirtioError::TimerFd)?,
             active: None,
             scratch: vec![0u8; VSOCK_MAX_PKT_LEN as usize],
             tx_paused: false,

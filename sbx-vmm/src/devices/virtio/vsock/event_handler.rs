@@ -3,7 +3,7 @@
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 
-use super::device::{Vsock, CTL_TOKEN, LISTENER_TOKEN, VSOCK_EVENT_QUEUE};
+use super::device::{Vsock, CTL_TOKEN, LISTENER_TOKEN, TIMER_TOKEN, VSOCK_EVENT_QUEUE};
 use super::muxer::FIRST_CONN_TOKEN;
 
 impl MutEventSubscriber for Vsock {
@@ -19,6 +19,10 @@ impl MutEventSubscriber for Vsock {
         let listener = Events::with_data(&self.muxer.listener, LISTENER_TOKEN, EventSet::IN);
         if let Err(e) = ops.add(listener) {
             tracing::error!(error = ?e, "virtio-vsock: cannot watch the host socket");
+        }
+        let timer = Events::with_data(&self.muxer.timer, TIMER_TOKEN, EventSet::IN);
+        if let Err(e) = ops.add(timer) {
+            tracing::error!(error = ?e, "virtio-vsock: cannot watch the connection timer");
         }
     }
 
@@ -43,6 +47,7 @@ impl MutEventSubscriber for Vsock {
                 let _ = self.ctl_evt.read();
             }
             LISTENER_TOKEN => self.muxer.accept(),
+            TIMER_TOKEN => self.muxer.on_timer(),
             t if t >= FIRST_CONN_TOKEN => self.muxer.host_event(t, events.event_set()),
             t => {
                 tracing::warn!(token = t, "virtio-vsock: event for an unknown source");

@@ -46,6 +46,9 @@ pub struct VsockMetrics {
     pub guest_connects: Counter,
     /// Guest connection requests to a host port nobody listens on (answered with RST).
     pub guest_connects_refused: Counter,
+    /// Connections reset because the guest did not answer a REQUEST, or did not finish a
+    /// close, in time.
+    pub timeouts: Counter,
     /// Connections refused because the per-device limit was reached.
     pub connection_limit_hits: Counter,
     /// Errors reading or writing host sockets (the connection is reset).

@@ -7,7 +7,7 @@ mod metrics;
 mod muxer;
 mod packet;
 
-pub use connection::CONN_BUF_ALLOC;
+pub use connection::{CONN_BUF_ALLOC, VSOCK_REQUEST_TIMEOUT, VSOCK_SHUTDOWN_TIMEOUT};
 pub use device::{
     Vsock, VsockConfig, VSOCK_EVENT_QUEUE, VSOCK_QUEUE_SIZE, VSOCK_RX_QUEUE, VSOCK_TX_QUEUE,
 };

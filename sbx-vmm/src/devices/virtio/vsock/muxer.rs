@@ -14,9 +14,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, Events};
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::connection::{Connection, Key, LineOutcome, RxOut, State, Verdict};
 use super::metrics::VsockMetrics;
@@ -42,6 +44,9 @@ pub(super) struct Muxer {
     guest_cid: u64,
     uds_path: PathBuf,
     pub listener: UnixListener,
+    /// Fires at the earliest connection deadline.
+    pub timer: TimerFd,
+    timer_at: Option<Instant>,
     conns: HashMap<u32, Connection>,
     index: HashMap<Key, u32>,
     next_token: u32,
@@ -79,11 +84,13 @@ impl Muxer {
         uds_path: PathBuf,
         listener: UnixListener,
         metrics: Arc<VsockMetrics>,
-    ) -> Self {
-        Self {
+    ) -> io::Result<Self> {
+        Ok(Self {
             guest_cid,
             uds_path,
             listener,
+            timer: TimerFd::new()?,
+            timer_at: None,
             conns: HashMap::new(),
             index: HashMap::new(),
             next_token: FIRST_CONN_TOKEN,
@@ -92,7 +99,7 @@ impl Muxer {
             stray_rsts: VecDeque::new(),
             dirty: Vec::new(),
             metrics,
-        }
+        })
     }
 
     pub fn connection_count(&self) -> usize {
@@ -369,6 +376,49 @@ impl Muxer {
         None
     }
 
+    /// The timer fired: reset connections whose guest did not answer in time.
+    pub fn on_timer(&mut self) {
+        let _ = self.timer.wait();
+        self.timer_at = None;
+        let now = Instant::now();
+        let late: Vec<u32> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.dead && c.deadline.is_some_and(|d| d <= now))
+            .map(|(&t, _)| t)
+            .collect();
+        for token in late {
+            self.metrics.timeouts.inc();
+            tracing::debug!(token, "virtio-vsock: guest did not answer in time");
+            self.kill(token, true);
+        }
+    }
+
+    /// Arm the timer for the earliest deadline, if it is not armed for it already.
+    fn arm_timer(&mut self) {
+        let next = self
+            .conns
+            .values()
+            .filter(|c| !c.dead)
+            .filter_map(|c| c.deadline)
+            .min();
+        if next == self.timer_at {
+            return;
+        }
+        let res = match next {
+            Some(at) => {
+                let wait = at.saturating_duration_since(Instant::now());
+                // A zero duration would disarm the timer.
+                self.timer.reset(wait.max(Duration::from_millis(1)), None)
+            }
+            None => self.timer.clear(),
+        };
+        match res {
+            Ok(()) => self.timer_at = next,
+            Err(e) => tracing::warn!(error = %e, "virtio-vsock: cannot arm the timer"),
+        }
+    }
+
     /// Forget every connection (device reset); fds are closed at the next sync.
     pub fn reset_all(&mut self) {
         let tokens: Vec<u32> = self.conns.keys().copied().collect();
@@ -417,6 +467,7 @@ impl Muxer {
                 self.conns.remove(&token);
             }
         }
+        self.arm_timer();
     }
 }
 
