@@ -152,3 +152,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn clip(s: &str) -> String {
     s.chars().take(40).collect()
 }
+
+/// User input where a name was expected, for error messages. A token pasted in the wrong
+/// place (`sbx secret set -g ghp_...`) must not be echoed: inputs longer than 20 characters
+/// show only their first 4, like [`mask`](crate::mask).
+pub(crate) fn echo_name(s: &str) -> String {
+    if s.chars().count() <= 20 {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(4).collect::<String>())
+    }
+}

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{clip, Error, Result};
+use crate::error::{clip, echo_name, Error, Result};
 use crate::sentinel::Placeholder;
 use crate::services::Service;
 use crate::store::StoreKind;
@@ -61,7 +61,9 @@ impl SandboxName {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-.+".contains(&b));
         if !ok {
-            return Err(Error::InvalidSandbox { name: clip(name) });
+            return Err(Error::InvalidSandbox {
+                name: echo_name(name),
+            });
         }
         Ok(SandboxName(name.to_string()))
     }
@@ -102,7 +104,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     };
     match why {
         Some(why) => Err(Error::InvalidName {
-            name: clip(name),
+            name: echo_name(name),
             why,
         }),
         None => Ok(()),
@@ -133,7 +135,7 @@ const RESERVED_ENV: &[&str] = &[
 pub fn validate_env(var: &str) -> Result<()> {
     let err = |why| {
         Err(Error::InvalidEnv {
-            var: clip(var),
+            var: echo_name(var),
             why,
         })
     };

@@ -292,7 +292,7 @@ impl Secrets {
     pub fn remove(&self, scope: &Scope, name: &str) -> Result<SecretEntry> {
         let Some(entry) = self.catalog.find(scope, name)? else {
             return Err(Error::NotFound {
-                name: crate::error::clip(name),
+                name: crate::error::echo_name(name),
                 scope: scope.to_string(),
             });
         };

@@ -153,7 +153,7 @@ impl Service {
     /// A built-in service by name, or an error that lists them and points at `set-custom`.
     pub fn lookup(name: &str) -> Result<&'static Service> {
         Service::get(name).ok_or_else(|| Error::UnknownService {
-            name: crate::error::clip(name),
+            name: crate::error::echo_name(name),
             known: SERVICES
                 .iter()
                 .map(|s| s.name)
