@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::print_stderr)] // The skip note is for the test log.
 
 use std::sync::Arc;
 
