@@ -117,6 +117,12 @@ const GUESTS: &[GuestBuild] = &[
         c: true,
     },
     GuestBuild {
+        output: "vsock.elf",
+        sources: &["start64.S", "rt.c", "vsock.c"],
+        defines: &[],
+        c: true,
+    },
+    GuestBuild {
         output: "hello-64-qemu.elf",
         sources: &["hello.S", "pvh-long-shim.S"],
         defines: &[],

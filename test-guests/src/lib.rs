@@ -30,6 +30,7 @@
 //! | [`CRASH`] | PVH | [`expect::CRASH`], then a triple fault | crash |
 //! | [`SPIN`] | PVH | [`expect::SPIN`], then a busy loop | never (host stop) |
 //! | [`VIRTIO`] | Long64 | see below | poweroff |
+//! | [`VSOCK`] | Long64 | see below | poweroff |
 //!
 //! The PVH hello guests print `start_info=bad` instead of `start_info=ok` when `%ebx` does
 //! not point at the `hvm_start_info` magic `0x336ec578`.
@@ -89,6 +90,28 @@
 //!   `used element names descriptor <id> for <request>`, `rng returned too few bytes`,
 //!   `rng used length larger than the buffer`, `rng returned only zeros`.
 //!
+//! ## `VSOCK`
+//! A polling virtio-vsock driver (virtio-mmio version 2, three split queues of 8, no
+//! interrupts) for sbx-vmm's vsock device; it uses the first device with id 19. It waits
+//! about 10 s (25e9 TSC ticks) for a host connection to guest port 52, accepts it, answers
+//! every chunk of data `X` with `pong:X`, and sends RST once the host closes (SHUTDOWN). Then
+//! it connects from guest port 1024 to host port 53, sends `hello from guest`, prints the
+//! first chunk the host answers, shuts down both directions and waits for the device's RST.
+//! Output when the host sends `ping` and the port-53 service answers `hello from host`:
+//! ```text
+//! sbx-test-guest: vsock
+//! vsock: cid=<guest CID>
+//! vsock: accepted host port=<the device's host-side port, as in its OK line>
+//! vsock: got ping
+//! vsock: host closed
+//! vsock: connected to host port 53
+//! vsock: got hello from host
+//! vsock: closed
+//! vsock: done errors=0
+//! sbx-test-guest: poweroff
+//! ```
+//! Failures print `vsock: error <what>` and bump the count in the `done` line.
+//!
 //! # QEMU check variants
 //! [`qemu`] holds the 64-bit guests wrapped for QEMU, which boots ELF kernels only via PVH:
 //! a PVH shim builds sbx-vmm's 64-bit entry state and jumps to the same guest code. Run with
@@ -147,6 +170,9 @@ pub const SPIN: &str = concat!(env!("OUT_DIR"), "/spin.elf");
 pub const SMP: &str = concat!(env!("OUT_DIR"), "/smp.elf");
 /// Polling virtio-mmio driver for virtio-blk and virtio-rng. 64-bit entry.
 pub const VIRTIO: &str = concat!(env!("OUT_DIR"), "/virtio.elf");
+/// Polling virtio-vsock driver: one host-initiated and one guest-initiated connection.
+/// 64-bit entry.
+pub const VSOCK: &str = concat!(env!("OUT_DIR"), "/vsock.elf");
 
 /// The 64-bit guests behind a PVH-to-long-mode shim, for checking them under QEMU.
 pub mod qemu {
@@ -244,6 +270,7 @@ pub const GUESTS: &[Guest] = &[
     guest("spin", SPIN, Entry::Pvh),
     guest("smp", SMP, Entry::Pvh),
     guest("virtio", VIRTIO, Entry::Long64),
+    guest("vsock", VSOCK, Entry::Long64),
 ];
 
 /// The QEMU check variants (all PVH).
