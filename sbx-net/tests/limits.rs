@@ -53,6 +53,8 @@ async fn two_hundred_concurrent_tunnels_leak_nothing() {
         .await
     );
     let baseline = open_fds();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let tasks_before = metrics.num_alive_tasks();
 
     let authority = format!("api.test:{}", up.port());
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
@@ -98,6 +100,16 @@ async fn two_hundred_concurrent_tunnels_leak_nothing() {
     );
     let settled = wait_until(|| open_fds() <= baseline + 2, Duration::from_secs(10)).await;
     assert!(settled, "fds: baseline {baseline}, now {}", open_fds());
+    let tasks_settled = wait_until(
+        || metrics.num_alive_tasks() <= tasks_before,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        tasks_settled,
+        "tasks: before {tasks_before}, now {}",
+        metrics.num_alive_tasks()
+    );
 }
 
 #[tokio::test]

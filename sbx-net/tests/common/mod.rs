@@ -128,12 +128,41 @@ impl Upstream {
     }
 }
 
-async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Full<Bytes>> {
+async fn answer(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Full<Bytes>> {
     let path = req
         .uri()
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
+    if req.headers().contains_key("upgrade") {
+        // Echo server on the upgraded connection (a stand-in for a WebSocket peer).
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        seen.lock().unwrap().push(Seen {
+            method: req.method().to_string(),
+            path: path.clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            authority: None,
+        });
+        tokio::spawn(async move {
+            if let Ok(up) = on_upgrade.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        resp.headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
+        resp.headers_mut()
+            .insert("upgrade", "websocket".parse().unwrap());
+        return resp;
+    }
     seen.lock().unwrap().push(Seen {
         method: req.method().to_string(),
         path: path.clone(),
