@@ -256,3 +256,43 @@ fn host_closing_mid_stream_does_not_wedge_the_agent() {
         }
     });
 }
+
+#[test]
+fn hybrid_vsock_transport_through_a_connect_proxy() {
+    use std::io::BufRead;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let sb = Sandbox::start();
+    // A stand-in for the VMM's vsock socket: `CONNECT <port>\n`, `OK <port>\n`, then bytes.
+    let vmm_sock = sb.dir.0.join("vsock.sock");
+    let l = UnixListener::bind(&vmm_sock).unwrap();
+    let agent_sock = sb.sock.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let host = conn.unwrap();
+            let mut r = std::io::BufReader::new(host.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let port = line.trim().strip_prefix("CONNECT ").unwrap().to_owned();
+            let guest = UnixStream::connect(&agent_sock).unwrap();
+            (&host)
+                .write_all(format!("OK {port}\n").as_bytes())
+                .unwrap();
+            let (mut g2, mut h2) = (guest.try_clone().unwrap(), host.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut r, &mut g2);
+                let _ = g2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut guest = guest;
+                let _ = std::io::copy(&mut guest, &mut h2);
+                let _ = h2.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    let client = sbx_exec::Client::new(sbx_exec::HybridVsockTransport::new(vmm_sock, 52));
+    let out = within(30, move || {
+        client.output(sh("echo via vsock; exit 5")).unwrap()
+    });
+    assert_eq!(out.stdout, b"via vsock\n");
+    assert_eq!(out.status, ExitStatus::Code(5));
+}
