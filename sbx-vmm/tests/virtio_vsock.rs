@@ -512,6 +512,8 @@ fn unanswered_request_times_out() {
     assert_eq!(pkts.len(), 1);
     assert_eq!(pkts[0].op(), Some(Op::Rst));
     assert_eq!(h.dev().metrics().timeouts.get(), 1);
+    // The timer is quiet again.
+    assert_eq!(h.em.run_with_timeout(100).unwrap(), 0);
 }
 
 #[test]
@@ -532,6 +534,8 @@ fn unfinished_close_times_out() {
     assert_eq!(pkts.len(), 1);
     assert_eq!(pkts[0].op(), Some(Op::Rst));
     assert_eq!(h.dev().metrics().timeouts.get(), 1);
+    // The timer is quiet again.
+    assert_eq!(h.em.run_with_timeout(100).unwrap(), 0);
 }
 
 #[test]

@@ -378,7 +378,12 @@ impl Muxer {
 
     /// The timer fired: reset connections whose guest did not answer in time.
     pub fn on_timer(&mut self) {
-        let _ = self.timer.wait();
+        // Disarming resets the expiry count, which makes the fd unreadable again. No read: the
+        // timerfd is blocking, and an earlier event of the same epoll batch may have re-armed
+        // it. The next sync arms it for the next deadline.
+        if let Err(e) = self.timer.clear() {
+            tracing::warn!(error = %e, "virtio-vsock: cannot disarm the timer");
+        }
         self.timer_at = None;
         let now = Instant::now();
         let late: Vec<u32> = self
