@@ -794,3 +794,100 @@ fn vm_config_has_vsock(path: &std::path::Path) -> bool {
         .is_some_and(|v| v.guest_cid == 7 && v.uds_path == path)
         && path.exists()
 }
+
+/// Thousands of random guest packets (any op, type, flags, credit and length, to a small set
+/// of ports so that they hit live connections) mixed with host connects, writes and closes.
+/// The device must never panic, always go idle, and stay within its connection limit.
+#[test]
+fn random_traffic_never_wedges_the_device() {
+    let mut h = Harness::new();
+    let svc = UnixListener::bind(format!("{}_60", h.path.display())).unwrap();
+    svc.set_nonblocking(true).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut streams: Vec<UnixStream> = Vec::new();
+    let mut local_ports: Vec<u32> = vec![60, 61];
+    for _ in 0..3000 {
+        match rnd(10) {
+            0..=5 => {
+                let op = rnd(9) as u16;
+                let len = if rnd(3) == 0 { rnd(3000) as u32 } else { 0 };
+                let mut hdr = ghdr(Op::Rw, 1000 + rnd(4) as u32, 0, len);
+                hdr.op = op;
+                hdr.dst_port = local_ports[rnd(local_ports.len() as u64) as usize];
+                hdr.flags = rnd(4) as u32;
+                hdr.buf_alloc = [0, 1, 4096, u32::MAX][rnd(4) as usize];
+                hdr.fwd_cnt = [0, rnd(1 << 20) as u32, u32::MAX][rnd(3) as usize];
+                if rnd(20) == 0 {
+                    hdr.type_ = 2;
+                }
+                if rnd(30) == 0 {
+                    hdr.src_cid = rnd(5);
+                }
+                let data = vec![rnd(256) as u8; len as usize];
+                if h.queue_tx(&hdr, &data) {
+                    h.kick_tx();
+                }
+            }
+            6 => {
+                let mut s = UnixStream::connect(&h.path).unwrap();
+                s.set_nonblocking(true).unwrap();
+                let _ = writeln!(s, "CONNECT {}", 1000 + rnd(4));
+                streams.push(s);
+            }
+            7 if !streams.is_empty() => {
+                let i = rnd(streams.len() as u64) as usize;
+                let _ = streams[i].write(&vec![7u8; rnd(70_000) as usize]);
+                let mut sink = [0u8; 4096];
+                let _ = streams[i].read(&mut sink);
+            }
+            8 if !streams.is_empty() => {
+                let i = rnd(streams.len() as u64) as usize;
+                drop(streams.swap_remove(i));
+            }
+            _ => {
+                h.fill_rx_n(rnd(8) as usize);
+                for p in h.take_rx() {
+                    if p.op() == Some(Op::Request) {
+                        local_ports.push(p.hdr.src_port);
+                        if rnd(2) == 0 {
+                            let r = ghdr(Op::Response, p.hdr.dst_port, p.hdr.src_port, 0);
+                            let _ = h.queue_tx(&r, &[]);
+                            h.kick_tx();
+                        }
+                    }
+                }
+            }
+        }
+        while let Ok((s, _)) = svc.accept() {
+            s.set_nonblocking(true).unwrap();
+            streams.push(s);
+        }
+        h.pump();
+        assert!(h.dev().connection_count() <= VSOCK_MAX_CONNECTIONS);
+    }
+    // Everything closes down: host streams go away, the guest resets what is left.
+    drop(streams);
+    h.pump();
+    for _ in 0..20 {
+        for p in h.recv() {
+            if p.op() != Some(Op::Rst) {
+                let r = ghdr(Op::Rst, p.hdr.dst_port, p.hdr.src_port, 0);
+                if h.queue_tx(&r, &[]) {
+                    h.kick_tx();
+                }
+            }
+        }
+        h.reap_tx();
+        h.pump();
+    }
+    assert_eq!(h.dev().connection_count(), 0, "{:?}", h.dev());
+    let m = h.dev().metrics();
+    assert!(m.tx_packets.get() > 1000);
+    assert!(m.rst_sent.get() > 0 && m.unknown_op.get() > 0 && m.protocol_errors.get() > 0);
+}

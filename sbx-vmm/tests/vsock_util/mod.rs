@@ -227,10 +227,10 @@ impl Harness {
         self.dev.lock().unwrap()
     }
 
-    /// Run the event loop until it has been idle for a few milliseconds.
+    /// Run the event loop until it has been idle for a millisecond.
     pub fn pump(&mut self) {
         let start = Instant::now();
-        while self.em.run_with_timeout(5).unwrap() > 0 {
+        while self.em.run_with_timeout(1).unwrap() > 0 {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "event loop never idles"
