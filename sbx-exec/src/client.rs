@@ -527,14 +527,23 @@ impl Read for ExecOutput {
         let mut st = self.shared.lock();
         loop {
             let ob = &mut st.out[idx];
-            if let Some(front) = ob.chunks.front() {
-                let avail = &front[ob.front_pos..];
-                let n = avail.len().min(buf.len());
-                buf[..n].copy_from_slice(&avail[..n]);
-                ob.front_pos += n;
-                if ob.front_pos == front.len() {
-                    ob.chunks.pop_front();
-                    ob.front_pos = 0;
+            if !ob.chunks.is_empty() {
+                // Copy as many buffered chunks as fit: one lock and one wakeup per read, not
+                // per frame.
+                let mut n = 0;
+                while let Some(front) = ob.chunks.front() {
+                    let avail = &front[ob.front_pos..];
+                    let k = avail.len().min(buf.len() - n);
+                    buf[n..n + k].copy_from_slice(&avail[..k]);
+                    n += k;
+                    ob.front_pos += k;
+                    if ob.front_pos == front.len() {
+                        ob.chunks.pop_front();
+                        ob.front_pos = 0;
+                    }
+                    if n == buf.len() {
+                        break;
+                    }
                 }
                 ob.unacked += n as u32;
                 let grant = if ob.unacked >= self.shared.window / 4 {

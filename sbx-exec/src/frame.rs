@@ -360,34 +360,13 @@ impl Frame {
         Ok(frame)
     }
 
-    /// Appends an [`Frame::Output`] frame whose data `fill` writes in place (at most `max`
-    /// bytes, capped at [`MAX_DATA_CHUNK`]); saves copying on the agent's hot path. When `fill`
-    /// returns 0 or an error, nothing is appended.
-    pub fn encode_output_with<E>(
-        out: &mut Vec<u8>,
-        stream: StreamId,
-        max: usize,
-        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
-    ) -> Result<usize, E> {
-        let start = out.len();
-        let max = max.min(MAX_DATA_CHUNK);
-        out.resize(start + 6 + max, 0);
-        let n = match fill(&mut out[start + 6..]) {
-            Ok(n) => n.min(max),
-            Err(e) => {
-                out.truncate(start);
-                return Err(e);
-            }
-        };
-        if n == 0 {
-            out.truncate(start);
-            return Ok(0);
-        }
-        out.truncate(start + 6 + n);
-        out[start..start + 4].copy_from_slice(&((n + 2) as u32).to_le_bytes());
-        out[start + 4] = tag::OUTPUT;
-        out[start + 5] = stream.to_wire();
-        Ok(n)
+    /// Appends an [`Frame::Output`] frame for `data` (at most [`MAX_DATA_CHUNK`] bytes)
+    /// without building a [`Frame`]; the agent's hot path.
+    pub fn encode_output(out: &mut Vec<u8>, stream: StreamId, data: &[u8]) {
+        out.extend_from_slice(&((data.len() + 2) as u32).to_le_bytes());
+        out.push(tag::OUTPUT);
+        out.push(stream.to_wire());
+        out.extend_from_slice(data);
     }
 
     /// Encodes into a new buffer.
@@ -470,10 +449,16 @@ impl<'a> Dec<'a> {
 /// length bytes are in (before buffering the body), and holds at most one frame plus one read.
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Storage; bytes `start..end` are received but not yet decoded. Only grows, so reads do
+    /// not re-zero it.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     max_len: u32,
 }
+
+/// How much one `read_from` asks for at least.
+const READ_SIZE: usize = 256 * 1024;
 
 impl Default for FrameDecoder {
     fn default() -> Self {
@@ -492,45 +477,63 @@ impl FrameDecoder {
         Self {
             buf: Vec::new(),
             start: 0,
+            end: 0,
             max_len: max_len.min(MAX_FRAME_LEN),
+        }
+    }
+
+    /// Makes room for `n` more bytes after `end`.
+    fn make_room(&mut self, n: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.buf.len() - self.end < n {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() - self.end < n {
+                self.buf.resize(self.end + n, 0);
+            }
         }
     }
 
     /// Appends received bytes.
     pub fn extend(&mut self, data: &[u8]) {
-        self.compact();
-        self.buf.extend_from_slice(data);
+        self.make_room(data.len());
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
     }
 
     /// Reads once from `r` into the buffer; returns what `read` returned (0 at end of stream).
     pub fn read_from(&mut self, r: &mut impl std::io::Read) -> std::io::Result<usize> {
-        self.compact();
-        let old = self.buf.len();
         // At least the rest of the frame being assembled, so a large frame takes one read.
-        let need = if self.buf.len() - self.start >= 4 {
+        let have = self.end - self.start;
+        let need = if have >= 4 {
             let a = &self.buf[self.start..];
             4 + u32::from_le_bytes([a[0], a[1], a[2], a[3]]).min(self.max_len) as usize
         } else {
             0
         };
-        let want = (need.saturating_sub(self.buf.len() - self.start)).max(256 * 1024);
-        self.buf.resize(old + want, 0);
-        let res = r.read(&mut self.buf[old..]);
-        let n = *res.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
-        res
+        let want = need.saturating_sub(have).max(READ_SIZE);
+        self.make_room(want);
+        let n = r.read(&mut self.buf[self.end..self.end + want])?;
+        self.end += n.min(want);
+        Ok(n)
     }
 
     /// Bytes buffered but not yet decoded.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     ///
     /// After an error the stream is out of sync; the caller must drop the connection.
     pub fn decode(&mut self) -> Result<Option<Frame>, DecodeError> {
-        let avail = &self.buf[self.start..];
+        let avail = &self.buf[self.start..self.end];
         if avail.len() < 4 {
             return Ok(None);
         }
@@ -548,13 +551,6 @@ impl FrameDecoder {
         let frame = Frame::decode_body(&avail[4..total]);
         self.start += total;
         frame.map(Some)
-    }
-
-    fn compact(&mut self) {
-        if self.start > 0 && (self.start == self.buf.len() || self.start > 256 * 1024) {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
     }
 }
 
@@ -663,29 +659,27 @@ mod tests {
     }
 
     #[test]
-    fn output_in_place_matches_encode() {
+    fn direct_output_encoding_matches() {
         let mut v = vec![9u8];
-        let n = Frame::encode_output_with(&mut v, StreamId::Stderr, 1000, |b| {
-            b[..3].copy_from_slice(b"abc");
-            Ok::<_, ()>(3)
-        })
-        .unwrap();
-        assert_eq!(n, 3);
+        Frame::encode_output(&mut v, StreamId::Stderr, b"abc");
         let want = Frame::Output {
             stream: StreamId::Stderr,
             data: b"abc".to_vec(),
         }
         .to_bytes();
         assert_eq!(&v[1..], &want[..]);
-        assert_eq!(
-            Frame::encode_output_with(&mut v, StreamId::Stdout, 10, |_| Ok::<_, ()>(0)),
-            Ok(0)
-        );
-        assert_eq!(
-            Frame::encode_output_with(&mut v, StreamId::Stdout, 10, |_| Err::<usize, _>(())),
-            Err(())
-        );
-        assert_eq!(&v[1..], &want[..]);
+    }
+
+    #[test]
+    fn decoder_reuses_its_buffer() {
+        let mut d = FrameDecoder::new();
+        let f = Frame::Stdin(vec![1; 1000]).to_bytes();
+        for _ in 0..1000 {
+            let mut r = &f[..];
+            d.read_from(&mut r).unwrap();
+            assert!(matches!(d.decode(), Ok(Some(Frame::Stdin(_)))));
+        }
+        assert!(d.buf.len() <= READ_SIZE + 2 * f.len());
     }
 
     #[test]

@@ -343,6 +343,7 @@ fn io_loop(conn: &mut Conn, io: &mut Io) -> Result<(), Ended> {
     const OUT0: usize = 1;
     const STDIN: usize = 3;
     const EXIT: usize = 4;
+    let mut buf = vec![0u8; MAX_DATA_CHUNK];
     let mut host_eof = false;
     // Frames may have arrived together with the request.
     decode_pending(conn, io)?;
@@ -431,9 +432,12 @@ fn io_loop(conn: &mut Conn, io: &mut Io) -> Result<(), Ended> {
             let o = &mut io.out[i];
             let Some(f) = o.file.as_mut() else { continue };
             let want = (o.credit.min(MAX_DATA_CHUNK as u64)) as usize;
-            match Frame::encode_output_with(&mut conn.wbuf, o.id, want, |b| f.read(b)) {
+            match f.read(&mut buf[..want]) {
                 Ok(0) => o.file = None,
-                Ok(n) => o.credit -= n as u64,
+                Ok(n) => {
+                    o.credit -= n as u64;
+                    Frame::encode_output(&mut conn.wbuf, o.id, &buf[..n]);
+                }
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.kind() == io::ErrorKind::Interrupted => {}
