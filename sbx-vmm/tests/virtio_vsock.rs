@@ -13,7 +13,8 @@ use vm_memory::{Bytes, GuestAddress};
 
 use sbx_vmm::devices::virtio::vsock::{
     Op, Vsock, VsockConfig, CONN_BUF_ALLOC, VSOCK_HDR_LEN, VSOCK_MAX_CONNECTIONS,
-    VSOCK_REQUEST_TIMEOUT, VSOCK_SHUTDOWN_BOTH, VSOCK_SHUTDOWN_SEND, VSOCK_SHUTDOWN_TIMEOUT,
+    VSOCK_REQUEST_TIMEOUT, VSOCK_SHUTDOWN_BOTH, VSOCK_SHUTDOWN_RCV, VSOCK_SHUTDOWN_SEND,
+    VSOCK_SHUTDOWN_TIMEOUT,
 };
 use sbx_vmm::devices::virtio::{device_type, VirtioDevice, VirtioError};
 use sbx_vmm::{require_kvm, VmBuilder, VmExit};
@@ -379,6 +380,23 @@ fn guest_connects_to_a_listening_host_port() {
     assert_eq!(ops, [Some(Op::Shutdown), Some(Op::Rst)]);
     h.pump();
     assert_eq!(h.dev().connection_count(), 0);
+}
+
+#[test]
+fn guest_receive_shutdown_makes_host_writes_fail() {
+    let mut h = Harness::new();
+    let (mut host, local) = h.host_connect(89, 65536);
+    let mut s = ghdr(Op::Shutdown, 89, local, 0);
+    s.flags = VSOCK_SHUTDOWN_RCV;
+    h.send(&s, &[]);
+    let e = host.write_all(&[0u8; 1 << 20]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BrokenPipe);
+    // The other direction still works.
+    h.send(&ghdr(Op::Rw, 89, local, 3), b"abc");
+    let mut b = [0u8; 3];
+    host.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"abc");
+    assert!(h.recv().is_empty(), "nothing more for the guest");
 }
 
 #[test]

@@ -271,8 +271,10 @@ impl Connection {
                 Verdict::Keep
             }
             (State::Established, Op::Shutdown) => {
-                if hdr.flags & VSOCK_SHUTDOWN_RCV != 0 {
+                if hdr.flags & VSOCK_SHUTDOWN_RCV != 0 && !self.guest_shut_recv {
                     self.guest_shut_recv = true;
+                    // The host's writes now fail (EPIPE) instead of blocking forever.
+                    let _ = self.stream.shutdown(Shutdown::Read);
                 }
                 if hdr.flags & VSOCK_SHUTDOWN_SEND != 0 {
                     self.guest_shut_send = true;

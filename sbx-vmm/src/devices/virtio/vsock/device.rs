@@ -73,7 +73,38 @@ struct Active {
 ///   `<uds_path>_<P>` if something listens there, and reset otherwise.
 ///
 /// The socket file is created by [`new`](Self::new) (it must not exist) and removed when the
-/// device is dropped. All sockets are non-blocking and serviced on the event-manager thread
+/// device is dropped.
+///
+/// A host process reaching guest port 52 of a VM built with
+/// [`VmBuilder::vsock`](crate::VmBuilder::vsock):
+///
+/// ```no_run
+/// use std::io::{BufRead, BufReader, Read, Write};
+/// use std::os::unix::net::UnixStream;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let vm = sbx_vmm::VmBuilder::new("vmlinux")
+///     .vsock(3, "/run/sbx/vm1.vsock")
+///     .start()?;
+/// let mut stream = UnixStream::connect("/run/sbx/vm1.vsock")?;
+/// stream.write_all(b"CONNECT 52\n")?;
+/// // The answer comes once the guest accepted; EOF instead means it refused (or did not
+/// // answer within VSOCK_REQUEST_TIMEOUT). Keep reading through the same BufReader, which
+/// // may already hold the guest's first bytes.
+/// let mut reader = BufReader::new(stream.try_clone()?);
+/// let mut ok = String::new();
+/// reader.read_line(&mut ok)?;
+/// assert!(ok.starts_with("OK "));
+/// stream.write_all(b"hello")?;
+/// let mut reply = [0u8; 5];
+/// reader.read_exact(&mut reply)?;
+/// # drop(vm);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Guest connections to host port P reach whatever listens on `<uds_path>_<P>`, e.g.
+/// `std::os::unix::net::UnixListener::bind("/run/sbx/vm1.vsock_53")`. All sockets are non-blocking and serviced on the event-manager thread
 /// (see the `MutEventSubscriber` impl). Flow control follows the guest's credit, and a guest
 /// that ignores ours is reset, so per-connection memory stays bounded.
 pub struct Vsock {
