@@ -74,10 +74,9 @@ pub fn create_acpi_tables(
     let madt = madt(config.num_vcpus);
     let madt_addr = area.place(&madt)?;
     let xsdt = xsdt(&[fadt_addr, madt_addr]);
-    area.place(&xsdt)?;
+    let xsdt_addr = area.place(&xsdt)?;
 
     let mut rsdp = Vec::new();
-    let xsdt_addr = area.placed.last().map_or(0, |(addr, _)| *addr);
     Rsdp::new(OEM_ID, xsdt_addr).to_aml_bytes(&mut rsdp);
 
     for (addr, table) in &area.placed {
