@@ -2,11 +2,12 @@
 //! virtio-mmio transport, ioeventfds and the device event loop, while this test plays the
 //! host processes on the Unix sockets.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sbx_vmm::devices::virtio::vsock::connect_guest_port;
 use sbx_vmm::{require_kvm, VmBuilder, VmExit};
 
 #[derive(Clone, Default)]
@@ -63,22 +64,13 @@ fn guest_driver_talks_to_host_sockets_both_ways() {
     });
 
     // Host-initiated: the device asks the guest, which accepts.
-    let mut host = UnixStream::connect(&path).unwrap();
+    let (mut host, port) = connect_guest_port(&path, 52, Duration::from_secs(60)).unwrap();
     host.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    host.write_all(b"CONNECT 52\n").unwrap();
-    let mut reader = BufReader::new(host.try_clone().unwrap());
-    let mut ok = String::new();
-    reader.read_line(&mut ok).unwrap();
-    let port: u32 = ok
-        .strip_prefix("OK ")
-        .and_then(|p| p.trim_end().parse().ok())
-        .unwrap_or_else(|| panic!("bad OK line {ok:?}"));
     host.write_all(b"ping").unwrap();
     let mut pong = [0u8; 9];
-    reader.read_exact(&mut pong).unwrap();
+    host.read_exact(&mut pong).unwrap();
     assert_eq!(&pong, b"pong:ping");
-    drop(reader);
     drop(host);
 
     let start = Instant::now();

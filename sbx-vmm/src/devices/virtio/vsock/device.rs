@@ -79,25 +79,22 @@ struct Active {
 /// [`VmBuilder::vsock`](crate::VmBuilder::vsock):
 ///
 /// ```no_run
-/// use std::io::{BufRead, BufReader, Read, Write};
-/// use std::os::unix::net::UnixStream;
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+///
+/// use sbx_vmm::devices::virtio::vsock::connect_guest_port;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let vm = sbx_vmm::VmBuilder::new("vmlinux")
 ///     .vsock(3, "/run/sbx/vm1.vsock")
 ///     .start()?;
-/// let mut stream = UnixStream::connect("/run/sbx/vm1.vsock")?;
-/// stream.write_all(b"CONNECT 52\n")?;
-/// // The answer comes once the guest accepted; EOF instead means it refused (or did not
-/// // answer within VSOCK_REQUEST_TIMEOUT). Keep reading through the same BufReader, which
-/// // may already hold the guest's first bytes.
-/// let mut reader = BufReader::new(stream.try_clone()?);
-/// let mut ok = String::new();
-/// reader.read_line(&mut ok)?;
-/// assert!(ok.starts_with("OK "));
+/// // By hand: connect to the socket, write "CONNECT 52\n", read "OK <host port>\n" (EOF
+/// // means the guest refused or did not answer in time), then use the stream.
+/// let path = std::path::Path::new("/run/sbx/vm1.vsock");
+/// let (mut stream, _host_port) = connect_guest_port(path, 52, Duration::from_secs(5))?;
 /// stream.write_all(b"hello")?;
 /// let mut reply = [0u8; 5];
-/// reader.read_exact(&mut reply)?;
+/// stream.read_exact(&mut reply)?;
 /// # drop(vm);
 /// # Ok(())
 /// # }

@@ -1,5 +1,6 @@
 //! virtio-vsock: guest sockets to host Unix sockets, Firecracker style.
 
+mod client;
 mod connection;
 mod device;
 mod event_handler;
@@ -7,6 +8,7 @@ mod metrics;
 mod muxer;
 mod packet;
 
+pub use client::connect_guest_port;
 pub use connection::{CONN_BUF_ALLOC, VSOCK_REQUEST_TIMEOUT, VSOCK_SHUTDOWN_TIMEOUT};
 pub use device::{
     Vsock, VsockConfig, VSOCK_EVENT_QUEUE, VSOCK_QUEUE_SIZE, VSOCK_RX_QUEUE, VSOCK_TX_QUEUE,
