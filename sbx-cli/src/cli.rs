@@ -17,4 +17,6 @@ pub struct Cli {
 pub enum Command {
     /// Report what this host supports: KVM, namespaces, state directory.
     Diagnose(crate::commands::diagnose::DiagnoseArgs),
+    /// Store API tokens on the host; sandboxes only see placeholders.
+    Secret(crate::commands::secret::SecretArgs),
 }

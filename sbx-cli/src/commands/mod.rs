@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod diagnose;
+pub mod secret;
 
 use crate::cli::{Cli, Command};
 use crate::exit::ExitStatus;
@@ -9,5 +10,6 @@ use crate::exit::ExitStatus;
 pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.command {
         Command::Diagnose(args) => diagnose::run(args),
+        Command::Secret(args) => secret::run(args),
     }
 }

@@ -1,0 +1,474 @@
+//! `sbx secret ...` as users run it: every command, every bad input (messages snapshotted), the
+//! real kernel keyring and the encrypted file store, and a canary that must never be printed.
+//!
+//! Each test has its own data directory and keyring namespace and removes what it stored, so
+//! nothing stays in the user's keyring.
+#![allow(clippy::print_stderr)] // Skip notes go to the test log.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use sbx_secrets::{Catalog, KeyringStore, SecretStore};
+
+const CANARY: &str = "ghp_CANARY0b7e9a4c4c55b0f21e2d3c4b5a69xyz";
+
+struct Env {
+    home: tempfile::TempDir,
+    namespace: String,
+    store: &'static str,
+    passphrase: Option<&'static str>,
+}
+
+impl Env {
+    fn new(store: &'static str) -> Env {
+        Env {
+            home: tempfile::tempdir().unwrap(),
+            namespace: format!(
+                "sbx-clitest-{}-{}",
+                std::process::id(),
+                sbx_secrets::random_alnum(8).unwrap()
+            ),
+            store,
+            passphrase: (store == "file").then_some("test passphrase"),
+        }
+    }
+
+    /// The keyring store, or `None` (with a note) if the kernel refuses keyutils here.
+    fn keyring() -> Option<Env> {
+        let env = Env::new("keyring");
+        match KeyringStore::kernel(&env.namespace).and_then(|s| s.probe()) {
+            Ok(()) => Some(env),
+            Err(e) => {
+                if std::env::var_os("SBX_REQUIRE_KEYRING").is_some_and(|v| v == "1") {
+                    panic!("the kernel keyring is required but unusable: {e}");
+                }
+                eprintln!("SKIPPED: the kernel refuses keyutils here: {e}");
+                None
+            }
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sbx"));
+        c.args(args)
+            .env("SBX_HOME", self.home.path())
+            .env("SBX_SECRET_STORE", self.store)
+            .env("SBX_SECRET_NAMESPACE", &self.namespace)
+            .env_remove("SBX_SECRET_PASSPHRASE")
+            .env_remove("SBX_LOG")
+            .env("NO_COLOR", "1");
+        if let Some(p) = self.passphrase {
+            c.env("SBX_SECRET_PASSPHRASE", p);
+        }
+        c
+    }
+
+    /// Runs with `stdin` piped in (empty when `None`): never a terminal.
+    fn run_with(&self, mut c: Command, stdin: Option<&[u8]>) -> Out {
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(data) = stdin {
+            pipe.write_all(data).unwrap();
+        }
+        drop(pipe);
+        let out = child.wait_with_output().unwrap();
+        Out::new(out, self)
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        self.run_with(self.cmd(args), stdin.map(str::as_bytes))
+    }
+
+    fn secrets_dir(&self) -> PathBuf {
+        self.home.path().join("secrets")
+    }
+
+    /// The secrets `ls --json` reports.
+    fn listed(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["secret", "ls", "--json"], None);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        doc["secrets"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.store != "keyring" {
+            return;
+        }
+        let Ok(store) = KeyringStore::kernel(&self.namespace) else {
+            return;
+        };
+        let catalog = Catalog::file(self.secrets_dir().join("catalog.json"));
+        for e in catalog.list().unwrap_or_default() {
+            let _ = store.delete(&e.scope, &e.name);
+        }
+    }
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    /// Output with the per-test paths and namespace replaced, for snapshots.
+    fn new(o: Output, env: &Env) -> Out {
+        let clean = |b: Vec<u8>| {
+            String::from_utf8(b)
+                .unwrap()
+                .replace(&env.home.path().display().to_string(), "[HOME]")
+                .replace(&env.namespace, "[NS]")
+        };
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: clean(o.stdout),
+            stderr: clean(o.stderr),
+        }
+    }
+
+    fn all(&self) -> String {
+        format!(
+            "exit: {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+#[test]
+fn set_ls_rm_with_the_kernel_keyring() {
+    let Some(env) = Env::keyring() else { return };
+    let out = env.run(
+        &["secret", "set", "-g", "github"],
+        Some("ghp_abcdefghijklmnopqrstuvwxyz0123456789\n"),
+    );
+    insta::assert_snapshot!("set_global_stdin", out.all());
+
+    let out = env.run(
+        &[
+            "secret",
+            "set",
+            "my-box",
+            "github",
+            "-t",
+            "ghp_sandboxtoken0123456789abcdefghijklm",
+        ],
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = env.run(&["secret", "ls"], None);
+    insta::assert_snapshot!("ls_table", out.all());
+
+    // The value really is in the kernel keyring, in this test's namespace.
+    let store = KeyringStore::kernel(&env.namespace).unwrap();
+    let v = store
+        .get(&sbx_secrets::Scope::Global, "github")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sbx_secrets::secrecy::ExposeSecret::expose_secret(&v),
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
+    );
+
+    let listed = env.listed();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["scope"], "global");
+    assert_eq!(listed[0]["store"], "keyring");
+    assert_eq!(listed[0]["secret"], "ghp_...6789");
+    assert_eq!(listed[1]["scope"], "my-box");
+
+    let out = env.run(&["secret", "rm", "-g", "github"], None);
+    insta::assert_snapshot!("rm_global", out.all());
+    let out = env.run(&["secret", "rm", "my-box", "github"], None);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(env.listed().is_empty());
+    assert!(store
+        .get(&sbx_secrets::Scope::Global, "github")
+        .unwrap()
+        .is_none());
+    let out = env.run(&["secret", "ls"], None);
+    insta::assert_snapshot!("ls_empty", out.all());
+}
+
+#[test]
+fn set_custom_and_overwrite() {
+    let Some(env) = Env::keyring() else { return };
+    let out = env.run(
+        &[
+            "secret",
+            "set-custom",
+            "-g",
+            "--host",
+            "api.example.com",
+            "--host",
+            "*.example.org",
+            "--env",
+            "MY_API_KEY",
+            "--placeholder",
+            "sk-{rand}",
+        ],
+        Some("custom-token-0123456789abcdefghij"),
+    );
+    insta::assert_snapshot!("set_custom", out.all());
+    let listed = env.listed();
+    assert_eq!(listed[0]["name"], "my-api-key");
+    assert_eq!(listed[0]["type"], "custom");
+    assert_eq!(
+        listed[0]["hosts"],
+        serde_json::json!(["api.example.com", "*.example.org"])
+    );
+    assert_eq!(listed[0]["env"], serde_json::json!(["MY_API_KEY"]));
+    assert_eq!(listed[0]["placeholder"], "sk-{rand}");
+
+    // Without a terminal, replacing needs -f; the old value stays.
+    let args = ["secret", "set", "-g", "openai"];
+    assert_eq!(
+        env.run(&args, Some("sk-first-value-000000000000000000"))
+            .code,
+        0
+    );
+    let out = env.run(&args, Some("sk-second-value-11111111111111111"));
+    insta::assert_snapshot!("exists_without_force", out.all());
+    let listed = env.listed();
+    let openai = listed.iter().find(|l| l["name"] == "openai").unwrap();
+    assert_eq!(openai["secret"], "sk-f...0000");
+    let out = env.run(
+        &["secret", "set", "-g", "openai", "-f"],
+        Some("sk-second-value-11111111111111111"),
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    let listed = env.listed();
+    let openai = listed.iter().find(|l| l["name"] == "openai").unwrap();
+    assert_eq!(openai["secret"], "sk-s...1111");
+
+    let out = env.run(&["secret", "rm", "-g", "my-api-key"], None);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = env.run(&["secret", "rm", "-g", "openai"], None);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
+
+#[test]
+fn encrypted_file_store_from_the_cli() {
+    let env = Env::new("file");
+    let out = env.run(
+        &["secret", "set", "-g", "anthropic"],
+        Some("sk-ant-api03-filestorevalue0123456789abcdef"),
+    );
+    insta::assert_snapshot!("set_file", out.all());
+    let out = env.run(&["secret", "ls"], None);
+    insta::assert_snapshot!("ls_file", out.all());
+    for f in ["secrets.enc", "catalog.json"] {
+        let raw = std::fs::read_to_string(env.secrets_dir().join(f)).unwrap();
+        assert!(!raw.contains("filestorevalue"), "{f}: {raw}");
+    }
+
+    // Wrong or missing passphrase: the store says it is locked and what to do.
+    let mut c = env.cmd(&["secret", "ls"]);
+    c.env("SBX_SECRET_PASSPHRASE", "wrong");
+    let out = env.run_with(c, None);
+    insta::assert_snapshot!("file_wrong_passphrase", out.all());
+    let mut c = env.cmd(&["secret", "ls"]);
+    c.env_remove("SBX_SECRET_PASSPHRASE");
+    let out = env.run_with(c, None);
+    insta::assert_snapshot!("file_locked", out.all());
+
+    let out = env.run(&["secret", "rm", "-g", "anthropic"], None);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(env.listed().is_empty());
+}
+
+#[test]
+fn memory_store_keeps_nothing() {
+    let env = Env::new("memory");
+    let out = env.run(&["secret", "set", "-g", "groq", "-t", "gsk_value"], None);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("in the memory store"), "{}", out.all());
+    assert!(env.listed().is_empty());
+}
+
+/// Every bad input: a clear message, exit status 1 (2 for usage errors), nothing stored.
+#[test]
+fn bad_input() {
+    let Some(env) = Env::keyring() else { return };
+    let cases: &[(&str, &[&str], Option<&str>)] = &[
+        ("empty_token", &["secret", "set", "-g", "github"], Some("")),
+        ("empty_line", &["secret", "set", "-g", "github"], Some("\n")),
+        (
+            "newline_in_token",
+            &["secret", "set", "-g", "github"],
+            Some("ghp_first\nghp_second\n"),
+        ),
+        (
+            "control_char_in_token",
+            &["secret", "set", "-g", "github"],
+            Some("ghp_abc\u{1b}[0mdef"),
+        ),
+        (
+            "control_char_in_flag",
+            &["secret", "set", "-g", "github", "-t", "abc\tdef"],
+            None,
+        ),
+        (
+            "unknown_service",
+            &["secret", "set", "-g", "gitlab"],
+            Some("x"),
+        ),
+        (
+            "token_as_service",
+            &[
+                "secret",
+                "set",
+                "-g",
+                "ghp_pastedtokeninsteadofname0123456789",
+            ],
+            Some("x"),
+        ),
+        ("missing_scope", &["secret", "set", "github"], Some("x")),
+        (
+            "global_and_sandbox",
+            &["secret", "set", "-g", "box", "github"],
+            Some("x"),
+        ),
+        (
+            "bad_sandbox_name",
+            &["secret", "set", "my/box", "github"],
+            Some("x"),
+        ),
+        ("no_args", &["secret", "set"], None),
+        (
+            "custom_without_host",
+            &["secret", "set-custom", "-g", "--env", "MY_KEY"],
+            Some("x"),
+        ),
+        (
+            "custom_wildcard_host",
+            &[
+                "secret",
+                "set-custom",
+                "-g",
+                "--host",
+                "**",
+                "--env",
+                "MY_KEY",
+            ],
+            Some("x"),
+        ),
+        (
+            "custom_reserved_env",
+            &[
+                "secret",
+                "set-custom",
+                "-g",
+                "--host",
+                "a.example",
+                "--env",
+                "PATH",
+            ],
+            Some("x"),
+        ),
+        (
+            "custom_bad_placeholder",
+            &[
+                "secret",
+                "set-custom",
+                "-g",
+                "--host",
+                "a.example",
+                "--env",
+                "MY_KEY",
+                "--placeholder",
+                "sk-",
+            ],
+            Some("x"),
+        ),
+        (
+            "custom_builtin_name",
+            &[
+                "secret",
+                "set-custom",
+                "-g",
+                "--host",
+                "a.example",
+                "--env",
+                "MY_KEY",
+                "--name",
+                "github",
+            ],
+            Some("x"),
+        ),
+        ("rm_missing", &["secret", "rm", "-g", "github"], None),
+        ("rm_missing_scope", &["secret", "rm", "github"], None),
+    ];
+    for (name, args, stdin) in cases {
+        let out = env.run(args, *stdin);
+        assert_ne!(out.code, 0, "{name}: {}", out.all());
+        insta::assert_snapshot!(format!("bad_{name}"), out.all());
+    }
+    assert!(env.listed().is_empty(), "nothing half-written");
+    let store = KeyringStore::kernel(&env.namespace).unwrap();
+    assert!(store
+        .get(&sbx_secrets::Scope::Global, "github")
+        .unwrap()
+        .is_none());
+}
+
+/// Stores that cannot be used: a clear error naming the store and what to do.
+#[test]
+fn unusable_stores() {
+    let env = Env::new("disk");
+    let out = env.run(&["secret", "ls"], None);
+    insta::assert_snapshot!("unknown_store", out.all());
+    let env = Env::new("secret-service");
+    let out = env.run(&["secret", "set", "-g", "github", "-t", "x"], None);
+    insta::assert_snapshot!("secret_service_unavailable", out.all());
+}
+
+#[test]
+fn canary_never_printed() {
+    let Some(env) = Env::keyring() else { return };
+    let mut seen = String::new();
+    let mut run = |args: &[&str], stdin: Option<&str>| {
+        let mut c = env.cmd(args);
+        c.env("SBX_LOG", "trace");
+        let out = env.run_with(c, stdin.map(str::as_bytes));
+        seen.push_str(&out.all());
+        out
+    };
+    assert_eq!(
+        run(&["secret", "set", "-g", "github"], Some(CANARY)).code,
+        0
+    );
+    assert_eq!(
+        run(&["secret", "set", "-g", "github"], Some(CANARY)).code,
+        1
+    );
+    assert_eq!(
+        run(&["secret", "set", "box", "github", "-t", CANARY], None).code,
+        0,
+    );
+    assert_eq!(run(&["secret", "set", "-g", CANARY], Some(CANARY)).code, 1);
+    assert_eq!(
+        run(&["secret", "set", CANARY, "github"], Some(CANARY)).code,
+        1
+    );
+    let bad = format!("{CANARY}\n{CANARY}");
+    assert_eq!(run(&["secret", "set", "-g", "openai"], Some(&bad)).code, 1);
+    assert_eq!(run(&["secret", "ls"], None).code, 0);
+    assert_eq!(run(&["secret", "ls", "--json"], None).code, 0);
+    assert_eq!(run(&["secret", "rm", "-g", "github"], None).code, 0);
+    assert_eq!(run(&["secret", "rm", "box", "github"], None).code, 0);
+    assert!(
+        seen.contains("ghp_...9xyz"),
+        "the masked form is shown: {seen}"
+    );
+    assert!(!seen.contains(CANARY), "{seen}");
+    assert!(!seen.contains("CANARY0b7e"), "{seen}");
+    let catalog = std::fs::read_to_string(env.secrets_dir().join("catalog.json")).unwrap();
+    assert!(!catalog.contains("CANARY"));
+}
