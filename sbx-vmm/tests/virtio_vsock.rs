@@ -698,6 +698,38 @@ fn tiny_rx_buffers_are_skipped() {
 }
 
 #[test]
+fn header_only_rx_buffers_carry_control_packets_but_no_data() {
+    let mut h = Harness::new();
+    let mut host = UnixStream::connect(&h.path).unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    host.write_all(b"CONNECT 93\n").unwrap();
+    h.pump();
+    h.push_rx_header_only();
+    h.pump();
+    let pkts = h.take_rx();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].op(), Some(Op::Request));
+    let local = pkts[0].hdr.src_port;
+    h.send(&ghdr(Op::Response, 93, local, 0), &[]);
+    host.write_all(b"data").unwrap();
+    h.pump();
+    // Data cannot go into a buffer without room for payload: it stays unused, and the
+    // device does not spin on it.
+    h.push_rx_header_only();
+    h.pump();
+    assert!(h.take_rx().is_empty());
+    // A credit request's answer fits, and data follows once real buffers arrive.
+    h.send(&ghdr(Op::CreditRequest, 93, local, 0), &[]);
+    let pkts = h.take_rx();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].op(), Some(Op::CreditUpdate));
+    let pkts = h.recv();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].data, b"data");
+}
+
+#[test]
 fn connection_limit() {
     let mut h = Harness::new();
     let mut hosts = Vec::new();

@@ -344,12 +344,18 @@ impl Muxer {
     /// The next packet for the guest, its payload read into `buf` (at most `buf.len()`
     /// bytes). Resets go first, then connections in round-robin order.
     pub fn next_rx(&mut self, buf: &mut [u8]) -> Option<(PacketHeader, usize)> {
-        if let Some(key) = self.stray_rsts.pop_front() {
-            self.metrics.rst_sent.inc();
-            return Some((self.header(key, Op::Rst, 0, 0, (0, 0)), 0));
-        }
         let m = self.metrics.clone();
-        while let Some(token) = self.rx_queue.pop_front() {
+        // Connections with nothing for this buffer (e.g. data but a buffer with no room for
+        // payload) are requeued after the loop, so that each is looked at once per call.
+        let mut skipped = Vec::new();
+        let out = loop {
+            if let Some(key) = self.stray_rsts.pop_front() {
+                self.metrics.rst_sent.inc();
+                break Some((self.header(key, Op::Rst, 0, 0, (0, 0)), 0));
+            }
+            let Some(token) = self.rx_queue.pop_front() else {
+                break None;
+            };
             let Some(c) = self.conns.get_mut(&token) else {
                 continue;
             };
@@ -363,17 +369,16 @@ impl Muxer {
                     let v = c.after_rx();
                     let hdr = self.header(key, op, flags, len, credit);
                     self.apply(token, v);
-                    return Some((hdr, len));
+                    break Some((hdr, len));
                 }
-                RxOut::Nothing => self.touch(token),
+                RxOut::Nothing => skipped.push(token),
                 RxOut::Reset => self.kill(token, true),
             }
-            if let Some(key) = self.stray_rsts.pop_front() {
-                self.metrics.rst_sent.inc();
-                return Some((self.header(key, Op::Rst, 0, 0, (0, 0)), 0));
-            }
+        };
+        for token in skipped {
+            self.touch(token);
         }
-        None
+        out
     }
 
     /// The timer fired: reset connections whose guest did not answer in time.
