@@ -1,5 +1,6 @@
 //! Plain configuration of one namespace sandbox.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,9 @@ pub struct Config {
     pub limits: Limits,
     /// Create the TAP device `eth0` inside and hand its file descriptor to the host.
     pub network: bool,
+    /// IPv4 configuration of `eth0`, applied before the sandbox loses `CAP_NET_ADMIN`.
+    /// Without it `eth0` is up with no address.
+    pub ipv4: Option<Ipv4Config>,
     /// How user and group ids inside map to ids outside.
     pub id_map: IdMap,
     /// Which executable performs the setup. Not sent to the helper.
@@ -68,6 +72,29 @@ pub struct Limits {
     pub cpus: Option<f64>,
     /// Maximum number of processes and threads.
     pub pids: Option<u64>,
+}
+
+/// `eth0`'s IPv4 address, prefix and default gateway.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Ipv4Config {
+    /// The sandbox's address.
+    pub address: Ipv4Addr,
+    /// Network prefix length (24 for a /24).
+    pub prefix_len: u8,
+    /// Default route via this address, if any.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl Ipv4Config {
+    /// `address/prefix_len` with an optional default gateway.
+    pub fn new(address: Ipv4Addr, prefix_len: u8, gateway: Option<Ipv4Addr>) -> Self {
+        Ipv4Config {
+            address,
+            prefix_len,
+            gateway,
+        }
+    }
 }
 
 /// How ids inside the user namespace map to host ids.
@@ -175,6 +202,7 @@ impl Config {
             hostname: "sbx".into(),
             limits: Limits::default(),
             network: true,
+            ipv4: None,
             id_map: IdMap::Auto,
             helper: Helper::CurrentExe,
         }
@@ -201,6 +229,12 @@ impl Config {
     /// Turns the TAP device on or off.
     pub fn with_network(mut self, on: bool) -> Self {
         self.network = on;
+        self
+    }
+
+    /// Configures IPv4 on `eth0`.
+    pub fn with_ipv4(mut self, ipv4: Ipv4Config) -> Self {
+        self.ipv4 = Some(ipv4);
         self
     }
 
@@ -259,6 +293,13 @@ impl Config {
             {
                 return Err(Error::InvalidConfig(
                     "bind guest path must not contain '..'".into(),
+                ));
+            }
+        }
+        if let Some(ip) = &self.ipv4 {
+            if !self.network || ip.prefix_len > 32 {
+                return Err(Error::InvalidConfig(
+                    "ipv4 needs the network on and a prefix of at most 32".into(),
                 ));
             }
         }

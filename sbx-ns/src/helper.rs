@@ -82,6 +82,10 @@ fn helper_main(control: &OwnedFd) -> Result<i32, String> {
     if config.network {
         let fd = tap::create("eth0").map_err(|e| format!("create TAP eth0: {e}"))?;
         tap::link_up("eth0").map_err(|e| format!("eth0 up: {e}"))?;
+        if let Some(ip) = &config.ipv4 {
+            tap::configure_ipv4("eth0", ip.address, ip.prefix_len, ip.gateway)
+                .map_err(|e| format!("eth0 ipv4: {e}"))?;
+        }
         proto::send(
             control.as_fd(),
             &FromHelper::Tap {

@@ -29,6 +29,9 @@
 //! - **Resources**: cgroup limits for memory, CPU and process count where the host lets us
 //!   (v2 or v1 controllers); [`Sandbox::limits`] says which are in force and why not.
 //!
+//! The host-side state (the exec socket, the TAP descriptor, the writable layer) lives in the
+//! state folder and in the launcher; nothing inside can name it.
+//!
 //! ## What is not (versus a microVM)
 //! - One kernel for host and sandbox: a kernel bug reachable through the allowed syscalls is a
 //!   host compromise. A microVM has its own kernel behind KVM.
@@ -41,7 +44,12 @@
 //! - Resource limits depend on host cgroups; without them a fork bomb or memory hog hits the
 //!   host's limits, not the sandbox's. Per-uid limits (`RLIMIT_NPROC`) are shared with the
 //!   invoking user.
-//! - Setuid programs and file capabilities do not work inside (no_new_privs).
+//! - Setuid programs and file capabilities do not work inside (no_new_privs), so `sudo` in the
+//!   image does not elevate; run commands as root through the agent instead.
+//! - `/proc/mounts` inside shows the overlay's host paths (base, state folder) as mount
+//!   options: the sandbox learns where its files live, not what else is there.
+//! - `CAP_NET_ADMIN` is not kept, so the sandbox cannot change its network configuration;
+//!   the launcher sets `eth0`'s address and route ([`Config::with_ipv4`]) before it drops.
 //!
 //! ## Using it
 //! Any binary used as the helper calls [`run_if_helper`] first in `main` (the default helper
@@ -60,6 +68,29 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! With the guest agent as PID 1 (what sbx runs), commands go through the exec protocol on
+//! `<state>/exec.sock`; the agent is copied with its shared libraries into `<state>/agent` and
+//! bound read-only at `/.sbx`, so any Debian or busybox root works:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use sbx_exec::ExecRequest;
+//! use sbx_ns::{AgentOptions, Config, Init, Sandbox};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     sbx_ns::run_if_helper();
+//!     sbx_guest::run_if_agent();
+//!     let config = Config::new("/srv/rootfs", "/var/lib/sbx/s1", Init::new("/bin/sh", [""; 0]));
+//!     let sandbox = Sandbox::builder(config).agent(AgentOptions::default()).start()?;
+//!     let out = sandbox.client().unwrap().output(ExecRequest::new(["id", "-u"]))?;
+//!     assert_eq!(out.stdout, b"0\n");
+//!     sandbox.shutdown(Duration::from_secs(5))?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! `examples/ns_exec.rs` in the workspace is a complete program (streams, `-t`, exit codes).
 //!
 //! ## Platform
 //! Linux only (x86_64 and aarch64 seccomp filters). Needs user namespaces, overlayfs in a user
@@ -91,7 +122,7 @@ mod tap;
 pub use agent::AgentOptions;
 pub use caps::KEPT_CAPABILITIES;
 pub use cgroup::{LimitState, LimitsReport};
-pub use config::{Bind, Config, Helper, IdMap, Init, Limits};
+pub use config::{Bind, Config, Helper, IdMap, Init, Ipv4Config, Limits};
 pub use error::{Error, Result};
 pub use helper::run_if_helper;
 pub use sandbox::{Exit, Sandbox, SandboxBuilder};

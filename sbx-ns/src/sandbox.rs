@@ -254,7 +254,13 @@ impl SandboxBuilder {
             let helper_pid = partial.monitor.as_ref().map_or(0, |m| m.id());
             let mut tap = None;
             let mut started = None;
+            let mut ready = false;
             loop {
+                if ready {
+                    if let Some((pid, pidfd)) = started.take() {
+                        return Ok((pid, pidfd, tap));
+                    }
+                }
                 wait_readable(&control, deadline, timeout)?;
                 let Some((msg, mut got)) = proto::recv::<FromHelper>(control.as_fd())? else {
                     return Err(Error::Protocol("helper exited during setup".into()));
@@ -273,11 +279,8 @@ impl SandboxBuilder {
                         started = Some((pid, fd));
                     }
                     FromHelper::Warning { message } => tracing::warn!(%message, "sandbox setup"),
-                    FromHelper::Ready => {
-                        let (pid, pidfd) =
-                            started.ok_or(Error::Protocol("ready before started".into()))?;
-                        return Ok((pid, pidfd, tap));
-                    }
+                    // PID 1 and the monitor send independently; either may come first.
+                    FromHelper::Ready => ready = true,
                     FromHelper::Failed { message } => return Err(Error::Setup(message)),
                     other => return Err(Error::Protocol(format!("unexpected {other:?}"))),
                 }

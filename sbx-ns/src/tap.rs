@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// Frame-level access to a network device: what virtio-net's `NetBackend` seam carries. The
@@ -125,12 +126,7 @@ pub(crate) fn create(name: &str) -> io::Result<OwnedFd> {
 
 /// Sets `IFF_UP` on interface `name` in the calling process's network namespace.
 pub(crate) fn link_up(name: &str) -> io::Result<()> {
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = inet_socket()?;
     let mut req = ifreq(name)?;
     // SAFETY: SIOCGIFFLAGS fills the flags of the `struct ifreq` we pass; layout as above.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
@@ -146,6 +142,88 @@ pub(crate) fn link_up(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+#[repr(C)]
+struct IfReqAddr {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    addr: libc::sockaddr_in,
+    _pad: [u8; 8],
+}
+
+fn sockaddr(ip: Ipv4Addr) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn inet_socket() -> io::Result<OwnedFd> {
+    Ok(nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
+}
+
+/// Gives interface `name` an IPv4 address and, with `gateway`, a default route (called by the
+/// helper while it still has `CAP_NET_ADMIN` in the sandbox's network namespace).
+pub(crate) fn configure_ipv4(
+    name: &str,
+    address: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Option<Ipv4Addr>,
+) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let base = ifreq(name)?;
+    let mask = if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix_len.min(32)))
+    };
+    for (req, ip) in [
+        (libc::SIOCSIFADDR, address),
+        (libc::SIOCSIFNETMASK, Ipv4Addr::from(mask)),
+    ] {
+        let r = IfReqAddr {
+            name: base.name,
+            addr: sockaddr(ip),
+            _pad: [0; 8],
+        };
+        // SAFETY: both requests read a `struct ifreq` whose union holds a sockaddr_in; `r`
+        // has that layout (16-byte name, 16-byte address, padding to 40 bytes).
+        if unsafe { libc::ioctl(sock.as_raw_fd(), req, &r) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    if let Some(gw) = gateway {
+        let mut dev = base.name;
+        // SAFETY: rtentry is plain data (integers, sockaddrs, pointers) for which all-zero
+        // bytes are valid.
+        let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+        let put = |ip| {
+            let sa = sockaddr(ip);
+            // SAFETY: sockaddr_in and sockaddr have the same size; this reinterprets one as
+            // the other, as the routing ioctl expects.
+            unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sa) }
+        };
+        rt.rt_dst = put(Ipv4Addr::UNSPECIFIED);
+        rt.rt_genmask = put(Ipv4Addr::UNSPECIFIED);
+        rt.rt_gateway = put(gw);
+        rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+        rt.rt_dev = dev.as_mut_ptr();
+        // SAFETY: SIOCADDRT reads the `rtentry` and the NUL-terminated device name it points
+        // to; both live across the call.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &rt) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +231,7 @@ mod tests {
     #[test]
     fn ifreq_layout_matches_kernel() {
         assert_eq!(std::mem::size_of::<IfReqFlags>(), 40);
+        assert_eq!(std::mem::size_of::<IfReqAddr>(), 40);
         assert!(ifreq("eth0").is_ok());
         assert!(ifreq("a-very-long-interface-name").is_err());
     }

@@ -329,3 +329,53 @@ fn network_has_only_lo_and_the_tap() {
     assert_eq!(rx(pid), before + 1, "eth0 inside received the host's frame");
     sb.stop().unwrap();
 }
+
+#[test]
+fn eth0_gets_the_configured_ipv4_and_its_frames_reach_the_host() {
+    use std::net::Ipv4Addr;
+    let state = State::new("ipv4");
+    let cfg = config(
+        &state,
+        "ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; ip route | grep default; ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1; exec sleep 60",
+    )
+    .with_ipv4(sbx_ns::Ipv4Config::new(
+        Ipv4Addr::new(10, 0, 2, 15),
+        24,
+        Some(Ipv4Addr::new(10, 0, 2, 2)),
+    ));
+    let mut sb = Sandbox::builder(cfg)
+        .stdout(Stdio::piped())
+        .start()
+        .unwrap();
+    let tap = sb.tap().unwrap();
+    tap.set_nonblocking(true).unwrap();
+    // The ping makes the kernel inside ARP for the gateway: that request comes out of the TAP.
+    let mut buf = [0u8; 2048];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tap.read_frame(&mut buf) {
+            Ok(n) if n >= 42 && buf[12..14] == [0x08, 0x06] => {
+                assert_eq!(&buf[28..32], &[10, 0, 2, 15], "ARP sender is the sandbox");
+                assert_eq!(&buf[38..42], &[10, 0, 2, 2], "ARP target is the gateway");
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no ARP from the sandbox"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut lines = BufReader::new(sb.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "inet 10.0.2.15/24");
+    assert!(lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .starts_with("default via 10.0.2.2 dev eth0"));
+    sb.stop().unwrap();
+}

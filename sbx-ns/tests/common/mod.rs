@@ -53,7 +53,15 @@ fn build_probe(out: &Path) {
 pub fn busybox_root() -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let root = tmp_root().join(format!("busybox-root-{}", std::process::id()));
+        // Shared by every test binary and run; rebuilt when the probe's source changes.
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (PROBE_C, BASE_MARKER, 1u32).hash(&mut h);
+        let done = tmp_root().join(format!("busybox-root-{:016x}", h.finish()));
+        if done.join(BASE_MARKER).exists() {
+            return done;
+        }
+        let root = tmp_root().join(format!("busybox-root-building-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for d in [
             "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev",
@@ -76,9 +84,19 @@ pub fn busybox_root() -> PathBuf {
         )
         .unwrap();
         std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-        std::fs::write(root.join(BASE_MARKER), "base\n").unwrap();
         build_probe(&root.join("bin/probe"));
-        root
+        std::fs::remove_file(root.join("bin/probe.c")).unwrap();
+        // The marker goes last: its presence means the root is complete.
+        std::fs::write(root.join(BASE_MARKER), "base\n").unwrap();
+        match std::fs::rename(&root, &done) {
+            Ok(()) => done,
+            // Another test binary finished first; use its copy.
+            Err(_) if done.join(BASE_MARKER).exists() => {
+                let _ = std::fs::remove_dir_all(&root);
+                done
+            }
+            Err(e) => panic!("rename {}: {e}", root.display()),
+        }
     })
     .clone()
 }
