@@ -344,6 +344,8 @@ impl Connection {
     pub fn flush_host(&mut self, m: &VsockMetrics) -> Verdict {
         while !self.prefix.is_empty() {
             match self.send(&self.prefix) {
+                // A stream socket never takes 0 of a non-empty buffer; do not spin if it does.
+                Ok(0) => return Verdict::Keep,
                 Ok(n) => {
                     self.prefix.drain(..n);
                 }
@@ -354,6 +356,7 @@ impl Connection {
         while !self.host_buf.is_empty() {
             let (front, _) = self.host_buf.as_slices();
             match self.send(front) {
+                Ok(0) => break,
                 Ok(n) => {
                     self.host_buf.drain(..n);
                     self.fwd_cnt = self.fwd_cnt.wrapping_add(n as u32);
