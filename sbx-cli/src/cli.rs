@@ -19,4 +19,6 @@ pub enum Command {
     Diagnose(crate::commands::diagnose::DiagnoseArgs),
     /// Store API tokens on the host; sandboxes only see placeholders.
     Secret(crate::commands::secret::SecretArgs),
+    /// Build and list guest images (Debian root filesystem, kernel, initramfs).
+    Image(crate::commands::image::ImageArgs),
 }

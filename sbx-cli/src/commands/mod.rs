@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod diagnose;
+pub mod image;
 pub mod secret;
 
 use crate::cli::{Cli, Command};
@@ -11,5 +12,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.command {
         Command::Diagnose(args) => diagnose::run(args),
         Command::Secret(args) => secret::run(args),
+        Command::Image(args) => image::run(args),
     }
 }
