@@ -128,6 +128,18 @@ impl DomainPattern {
     }
 }
 
+/// A pattern hiding in a URL-ish string (`https://host/path` gives `host`), for hints.
+pub(crate) fn salvage(input: &str) -> Option<DomainPattern> {
+    let s = input.trim();
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+    let s = s.split(['/', '?', '#']).next()?;
+    let s = s.rsplit_once('@').map_or(s, |(_, host)| host);
+    if s == input.trim() {
+        return None;
+    }
+    DomainPattern::parse(s).ok()
+}
+
 fn parse_port(p: &str) -> Result<u16, DomainError> {
     const BAD: DomainError = DomainError("invalid port; expected a number from 1 to 65535");
     if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
@@ -247,6 +259,20 @@ mod tests {
                 "{input}"
             );
         }
+    }
+
+    #[test]
+    fn salvages_urls_for_hints() {
+        let d = salvage("https://files.pythonhosted.org/packages").unwrap();
+        assert_eq!(d.to_string(), "files.pythonhosted.org");
+        assert_eq!(
+            salvage("http://u:p@x.example.com:8080/")
+                .unwrap()
+                .to_string(),
+            "x.example.com:8080"
+        );
+        assert_eq!(salvage("example.com"), None);
+        assert_eq!(salvage("https://"), None);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub enum Error {
         diagnostics: Vec<Diagnostic>,
     },
     /// A kit of the wrong kind was given to a merge (an agent as a mixin or the reverse).
-    #[error("{origin} is a {found} kit; {expected}")]
+    #[error("{origin} is a kit of kind {found}; {expected}")]
     WrongKind {
         /// The kit.
         origin: String,

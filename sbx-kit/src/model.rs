@@ -302,8 +302,11 @@ enum EnvValue {
     Bool(bool),
 }
 
-/// Octal permission bits as a string, e.g. "0644".
+/// Octal permission bits, e.g. "0644" (quoting is optional: `mode: 0644` is read as written).
 #[derive(JsonSchema)]
-#[schemars(transparent)]
+#[serde(untagged)]
 #[allow(dead_code)]
-struct Mode(#[schemars(regex(pattern = r"^0?[0-7]{3}$"))] String);
+enum Mode {
+    Text(#[schemars(regex(pattern = r"^0?[0-7]{3}$"))] String),
+    Number(#[schemars(range(min = 0, max = 777))] u16),
+}

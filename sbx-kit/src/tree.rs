@@ -176,17 +176,37 @@ impl<'de> Deserialize<'de> for Value {
 /// deeply nested document fails in milliseconds.
 fn budget() -> Option<Budget> {
     serde_saphyr::budget! {
-        max_events: 200_000,
+        max_events: 100_000,
         max_aliases: 1_000,
         max_anchors: 1_000,
-        max_recorded_anchor_events: 50_000,
+        max_recorded_anchor_events: 10_000,
         max_recorded_anchor_bytes: 1 << 20,
         max_depth: 32,
         max_documents: 1,
-        max_nodes: 50_000,
-        max_total_scalar_bytes: 4 << 20,
+        max_nodes: 20_000,
+        max_total_scalar_bytes: 2 << 20,
         max_merge_keys: 100,
     }
+}
+
+/// "too many aliases" from `Aliases { aliases: 1001 }`: the breached limit in words.
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    let debug = format!("{breach:?}");
+    let name: String = debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .flat_map(|c| {
+            let sep = c.is_ascii_uppercase().then_some(' ');
+            sep.into_iter()
+                .chain(std::iter::once(c.to_ascii_lowercase()))
+        })
+        .collect();
+    format!(
+        "the document is too large or too complex ({} over the limit for a spec.yaml; anchors and aliases are limited to stop alias bombs)",
+        name.trim()
+    )
 }
 
 /// A parse failure: where and what.
@@ -208,7 +228,16 @@ pub(crate) fn parse(src: &str) -> Result<Node, SyntaxError> {
     serde_saphyr::from_str_with_options::<Node>(src, options).map_err(|e| {
         use serde_saphyr::MessageFormatter;
         let e = e.without_snippet();
-        let message = serde_saphyr::UserMessageFormatter.format_message(e);
+        let mut inner = e;
+        while let serde_saphyr::Error::AliasError { error, .. } = inner {
+            inner = error.without_snippet();
+        }
+        let message = match inner {
+            serde_saphyr::Error::Budget { breach, .. } => budget_message(breach),
+            other => serde_saphyr::UserMessageFormatter
+                .format_message(other)
+                .into_owned(),
+        };
         let message: String = message
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })

@@ -53,6 +53,7 @@ pub(crate) fn parse_spec(src: &str, file: &str) -> Result<KitSpec, Vec<Diagnosti
         src,
         file,
         diags: Vec::new(),
+        vars: Vec::new(),
     };
     let root = match tree::parse(src) {
         Ok(root) => root,
@@ -76,6 +77,8 @@ struct Validator<'a> {
     src: &'a str,
     file: &'a str,
     diags: Vec<Diagnostic>,
+    /// Where each variable was set: (map path, name, key position).
+    vars: Vec<(String, String, Pos)>,
 }
 
 /// The known fields found in one mapping, with their key and value nodes.
@@ -336,6 +339,7 @@ impl<'a> Validator<'a> {
                 continue;
             }
             lines.insert(name.clone(), k.pos.line);
+            self.vars.push((path.to_owned(), name.clone(), k.pos));
             match self.text(v) {
                 Some(value) => {
                     if value.contains('\0') {
@@ -364,10 +368,12 @@ impl<'a> Validator<'a> {
         match DomainPattern::parse(&s) {
             Ok(d) => Some(d),
             Err(e) => {
-                let message = format!(
-                    "invalid domain pattern {s:?}: {e}; expected a host such as `api.example.com`, `*.example.org`, `github.com:443` or `**`"
-                );
-                self.error(node.pos, path, message, None);
+                let message = format!("invalid domain pattern {s:?}: {e}");
+                let hint = match crate::domain::salvage(&s) {
+                    Some(d) => format!("did you mean `{d}`?"),
+                    None => "expected a host such as `api.example.com`, `*.example.org`, `github.com:443` or `**`".to_owned(),
+                };
+                self.error(node.pos, path, message, Some(hint));
                 None
             }
         }
@@ -507,7 +513,7 @@ impl<'a> Validator<'a> {
             None => Vec::new(),
         };
 
-        self.credential_env_clashes(&top, &credentials, agent.as_ref(), &environment);
+        self.credential_env_clashes(&credentials);
 
         Some(KitSpec {
             schema_version: schema_version?,
@@ -737,33 +743,23 @@ impl<'a> Validator<'a> {
         out
     }
 
-    fn credential_env_clashes(
-        &mut self,
-        top: &Fields<'_>,
-        credentials: &BTreeMap<String, CredentialSpec>,
-        agent: Option<&AgentSpec>,
-        environment: &EnvironmentSpec,
-    ) {
-        for (service, cred) in credentials {
-            let places = [
-                ("agent.env", agent.map(|a| &a.env)),
-                ("environment.variables", Some(&environment.variables)),
-            ];
-            for (place, map) in places {
-                if map.is_some_and(|m| m.contains_key(&cred.env)) {
-                    let at = top.key("credentials").map(|k| k.pos).unwrap_or(top.at);
-                    let message = format!(
-                        "`{}` holds the sentinel for `{service}` and is also set in `{place}`, which would overwrite it",
-                        cred.env
-                    );
-                    self.error(
-                        at,
-                        &format!("credentials.{service}.env"),
-                        message,
-                        Some(format!("remove `{}` from `{place}`", cred.env)),
-                    );
-                }
-            }
+    /// A credential's sentinel variable set as a plain variable would replace the sentinel.
+    fn credential_env_clashes(&mut self, credentials: &BTreeMap<String, CredentialSpec>) {
+        let clashes: Vec<(String, String, Pos)> = self
+            .vars
+            .iter()
+            .filter_map(|(place, name, pos)| {
+                let (service, _) = credentials.iter().find(|(_, c)| c.env == *name)?;
+                Some((place.clone(), service.clone(), *pos))
+            })
+            .collect();
+        for (place, service, pos) in clashes {
+            let env = &credentials[&service].env;
+            let message = format!(
+                "`{env}` holds the sentinel for credential `{service}`; setting it here would overwrite the sentinel"
+            );
+            let hint = format!("remove `{env}` from `{place}`; sbx fills it in");
+            self.error(pos, &key_path(&place, env), message, Some(hint));
         }
     }
 
