@@ -143,3 +143,53 @@ fn host_support_reports_this_host() {
         s.reasons
     );
 }
+
+/// Set in the child copy of this test binary that plays the launcher.
+const LAUNCHER_ENV: &str = "SBX_NS_TEST_LAUNCHER_STATE";
+
+#[test]
+fn launcher_death_takes_the_sandbox_with_it() {
+    if let Some(state) = std::env::var_os(LAUNCHER_ENV) {
+        // Child role: start a sandbox, report PID 1, then wait to be killed.
+        let cfg = config(&State(state.into()), "exec sleep 1000");
+        let sb = Sandbox::builder(cfg).stdout(Stdio::null()).start().unwrap();
+        println!("PID1 {}", sb.pid());
+        std::thread::sleep(Duration::from_secs(1000));
+        unreachable!("killed by the parent test");
+    }
+    let _serial = serial();
+    let state = State::new("launcher-death");
+    let mut launcher = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "launcher_death_takes_the_sandbox_with_it",
+            "--nocapture",
+        ])
+        .env(LAUNCHER_ENV, &state.0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(launcher.stdout.take().unwrap());
+    let pid: u32 = loop {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "child ended"
+        );
+        if let Some(p) = line.trim().strip_prefix("PID1 ") {
+            break p.parse().unwrap();
+        }
+    };
+    let pidns = ns_inode(pid, "pid").unwrap();
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    // The monitor sees the control socket close and kills PID 1; the namespace empties.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !pids_in("pid", &pidns).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sandbox outlived its launcher"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
