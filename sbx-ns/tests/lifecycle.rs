@@ -193,3 +193,70 @@ fn launcher_death_takes_the_sandbox_with_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Set in the child copy of this test binary that runs as an unprivileged user.
+const ROOTLESS_ENV: &str = "SBX_NS_TEST_ROOTLESS_STATE";
+
+#[test]
+fn works_rootless_where_the_host_allows() {
+    if let Some(state) = std::env::var_os(ROOTLESS_ENV) {
+        // Child role, as uid 65534: no TAP (/dev/net/tun is root's), no cgroups.
+        let state = std::path::PathBuf::from(state);
+        let support = host_support(&helper(), &state);
+        println!("SUPPORT {support:?}");
+        let cfg = Config::new(
+            common::busybox_root(),
+            &state,
+            Init::new(
+                "/bin/sh",
+                ["-c", "id -u; cat /proc/self/uid_map; echo x > /written"],
+            ),
+        )
+        .with_helper(helper())
+        .with_network(false);
+        let out = common::run(cfg);
+        assert_eq!(out.exit, sbx_ns::Exit::Code(0));
+        return;
+    }
+    let _serial = serial();
+    const NOBODY: u32 = 65534;
+    let state = State::new("rootless");
+    std::os::unix::fs::chown(&state.0, Some(NOBODY), Some(NOBODY)).unwrap();
+    // Build the shared root as root first; the child only reads it.
+    common::busybox_root();
+    let out = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "works_rootless_where_the_host_allows",
+                "--nocapture",
+            ])
+            .env(ROOTLESS_ENV, &state.0)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    if stdout.contains("SUPPORT Support { ok: false") && stdout.contains("user namespace:") {
+        println!("SKIPPED: this host forbids unprivileged user namespaces");
+        return;
+    }
+    assert!(out.status.success(), "rootless run failed");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("--- stdout"))
+        .unwrap();
+    assert_eq!(lines[at + 1], "0", "root inside");
+    let map: Vec<&str> = lines[at + 2].split_whitespace().collect();
+    assert_eq!(
+        map,
+        ["0", "65534", "1"],
+        "mapped to the invoking (unprivileged) user"
+    );
+    let meta = std::fs::metadata(state.0.join("upper/written")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), NOBODY);
+}
