@@ -31,6 +31,7 @@ pub(crate) struct Ctx<'p> {
     label: String,
     index: usize,
     total: usize,
+    started: std::time::Instant,
     progress: Progress<'p>,
 }
 
@@ -46,6 +47,7 @@ impl<'p> Ctx<'p> {
             label: String::new(),
             index: 0,
             total,
+            started: std::time::Instant::now(),
             progress,
         })
     }
@@ -58,7 +60,11 @@ impl<'p> Ctx<'p> {
     pub(crate) fn step(&mut self, label: &str) {
         self.index += 1;
         self.label = label.to_owned();
-        self.note(&format!("=== step {}/{}: {label}", self.index, self.total));
+        let at = self.started.elapsed().as_secs_f64();
+        self.note(&format!(
+            "=== step {}/{}: {label} (at {at:.1}s)",
+            self.index, self.total
+        ));
         tracing::info!(step = self.index, total = self.total, "{label}");
         self.report(None);
     }

@@ -45,6 +45,25 @@ impl Image {
     pub fn initramfs(&self) -> PathBuf {
         self.dir.join("initramfs.cpio")
     }
+
+    /// Agent flags that load this initramfs's modules (dependencies first), for the kernel
+    /// command line after `--` (the kernel passes those words to `/init`). Empty for a root
+    /// filesystem image.
+    pub fn init_module_args(&self) -> Vec<String> {
+        let (Some(release), Some(set)) = (&self.manifest.kernel_release, &self.manifest.modules)
+        else {
+            return Vec::new();
+        };
+        let mut args = vec![
+            "--modules-dir".to_owned(),
+            format!("/lib/modules/{release}"),
+        ];
+        for name in set.names() {
+            args.push("--load-module".into());
+            args.push(name.into());
+        }
+        args
+    }
 }
 
 /// Held while building: one build per store at a time, across processes.

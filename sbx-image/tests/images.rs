@@ -165,6 +165,14 @@ fn initramfs_holds_init_busybox_and_every_module_with_its_dependencies() {
     for p in order {
         assert!(mods.join(p).is_file());
     }
+    // The agent accepts the flags the image suggests for loading them.
+    let args = img.init_module_args();
+    let (cfg, _) = sbx_guest::parse_args(args.iter().map(std::ffi::OsString::from)).unwrap();
+    assert_eq!(
+        cfg.modules_dir,
+        Some(PathBuf::from(format!("/lib/modules/{release}")))
+    );
+    assert_eq!(cfg.modules.len(), names.len());
 
     // `/init` starts inside the initramfs alone (its loader and libraries are in there), and
     // so does busybox.

@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
@@ -164,35 +164,43 @@ fn build(store: &Store, a: BuildArgs) -> anyhow::Result<ExitStatus> {
     };
     let mut out = std::io::stdout().lock();
     if a.only != Some(Only::Kernel) {
-        let t = Instant::now();
+        let (t, at) = (Instant::now(), SystemTime::now());
         let mut r = Reporter::new("rootfs");
         let res = store.build_rootfs(&RootfsRecipe::default(), &opts, &mut |s| r.step(s));
         r.finish();
         let img = res.context("building the root filesystem")?;
-        summary(&mut out, &img, t.elapsed())?;
+        summary(&mut out, &img, at, t.elapsed())?;
     }
     if let Some(agent) = agent {
-        let t = Instant::now();
+        let (t, at) = (Instant::now(), SystemTime::now());
         let mut r = Reporter::new("kernel");
         let res = store.build_kernel(&KernelRecipe::default(), &agent, &opts, &mut |s| r.step(s));
         r.finish();
         let img = res.context("building the kernel and initramfs")?;
-        summary(&mut out, &img, t.elapsed())?;
+        summary(&mut out, &img, at, t.elapsed())?;
     }
     Ok(ExitStatus::Success)
 }
 
-fn summary(out: &mut impl Write, img: &Image, took: Duration) -> anyhow::Result<()> {
+fn summary(
+    out: &mut impl Write,
+    img: &Image,
+    started: SystemTime,
+    took: Duration,
+) -> anyhow::Result<()> {
     let m = &img.manifest;
+    let started = started
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     writeln!(
         out,
         "{} {} ({}, {} on disk) in {:.1}s: {}",
         m.kind.as_str(),
         m.key,
-        if took.as_secs_f64() + 1.0 < m.build_seconds || took < Duration::from_secs(2) {
-            "cached"
-        } else {
+        if m.created_unix >= started {
             "built"
+        } else {
+            "up to date"
         },
         human(m.disk_bytes()),
         took.as_secs_f64(),
