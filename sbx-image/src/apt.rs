@@ -9,20 +9,35 @@ use crate::steps::Ctx;
 
 /// The newest version of each package in the host's apt sources (`apt-cache madison`, which
 /// ignores what is installed on the host). Packages it does not know are an
-/// [`Error::UnknownPackages`].
+/// [`Error::UnknownPackages`]. When some are missing, the host's package lists may be stale or absent (a fresh
+/// container): `apt-get update` once and ask again.
 pub(crate) fn versions(ctx: &mut Ctx<'_>, packages: &[String]) -> Result<Vec<PackageVersion>> {
-    let text = ctx.output(Command::new("apt-cache").arg("madison").args(packages))?;
-    let found = parse_madison(&text);
-    let unknown: Vec<String> = packages
-        .iter()
-        .filter(|p| !found.iter().any(|f| &f.name == *p))
-        .cloned()
-        .collect();
+    let (mut found, mut unknown) = madison(ctx, packages)?;
+    if !unknown.is_empty() {
+        ctx.note("some packages unknown: refreshing the package lists");
+        match ctx.run(Command::new("apt-get").args(["update", "-q"])) {
+            Ok(()) => (found, unknown) = madison(ctx, packages)?,
+            Err(e) => ctx.note(&format!("apt-get update failed: {e}")),
+        }
+    }
     if !unknown.is_empty() {
         ctx.note(&format!("unknown packages: {}", unknown.join(", ")));
         return Err(Error::UnknownPackages(unknown));
     }
     Ok(found)
+}
+
+type Found = (Vec<PackageVersion>, Vec<String>);
+
+fn madison(ctx: &mut Ctx<'_>, packages: &[String]) -> Result<Found> {
+    let text = ctx.output(Command::new("apt-cache").arg("madison").args(packages))?;
+    let found = parse_madison(&text);
+    let unknown = packages
+        .iter()
+        .filter(|p| !found.iter().any(|f| &f.name == *p))
+        .cloned()
+        .collect();
+    Ok((found, unknown))
 }
 
 fn parse_madison(text: &str) -> Vec<PackageVersion> {
