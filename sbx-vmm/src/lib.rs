@@ -51,5 +51,7 @@ pub use error::{BootError, Error, MemoryError, Result};
 pub use exit::{CrashReport, VmExit};
 pub use kvm_detect::{detect_kvm, KvmKind, KvmSupport};
 pub use metrics::{VmMetrics, VmMetricsSnapshot};
+pub use devices::virtio::vsock::connect_guest_port;
+pub use devices::virtio::VsockConfig;
 pub use vcpu::kick_signal;
 pub use vm::{ConsoleInput, DiskConfig, StopHandle, Vm, VmBuilder, VmConfig, MAX_VCPUS};
