@@ -25,7 +25,8 @@
 //!   `CAP_SYS_PTRACE`, `CAP_SYS_MODULE`...), and a seccomp filter denying the kernel keyring
 //!   (`keyctl`, `add_key`, `request_key`), `bpf`, `perf_event_open`, `userfaultfd`, io_uring,
 //!   module and kexec calls, new namespaces (`unshare`/`clone` with namespace flags, `clone3`
-//!   answers `ENOSYS`), `setns`, every mount call, `open_by_handle_at`, `TIOCSTI`.
+//!   answers `ENOSYS`), `setns`, every mount call, `open_by_handle_at`, `TIOCSTI`, and
+//!   `AF_VSOCK` sockets (vsock is not network-namespaced).
 //! - **Resources**: cgroup limits for memory, CPU and process count where the host lets us
 //!   (v2 or v1 controllers); [`Sandbox::limits`] says which are in force and why not.
 //!

@@ -3,7 +3,8 @@
 //! A deny list on top of the namespaces: the calls below either reach state that namespaces do
 //! not isolate (the kernel keyring, modules, kexec, BPF, perf), widen the kernel attack surface
 //! (`userfaultfd`, io_uring), or would let the sandbox rebuild what the setup took away (new user
-//! namespaces, mounts, `setns`). Everything else is allowed so ordinary tools (apt, git,
+//! namespaces, mounts, `setns`), or reach the host around the network namespace (`AF_VSOCK`
+//! sockets). Everything else is allowed so ordinary tools (apt, git,
 //! compilers, `strace` inside) keep working.
 
 use std::collections::BTreeMap;
@@ -112,6 +113,19 @@ pub(crate) fn programs() -> Result<Vec<BpfProgram>, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     rules.insert(libc::SYS_ioctl, ioctl_rules);
+    // vsock is not network-namespaced: an AF_VSOCK socket would reach the host's (or the
+    // hypervisor's) vsock services around the TAP.
+    let vsock = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        libc::AF_VSOCK as u64,
+    )
+    .map_err(|e| e.to_string())?;
+    rules.insert(
+        libc::SYS_socket,
+        vec![SeccompRule::new(vec![vsock]).map_err(|e| e.to_string())?],
+    );
     let deny = SeccompFilter::new(
         rules,
         SeccompAction::Allow,

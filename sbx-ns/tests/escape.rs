@@ -182,6 +182,13 @@ fn host_tcp_port_on_loopback_is_unreachable() {
 }
 
 #[test]
+fn vsock_is_not_a_way_out() {
+    let o = sh("vsock", "probe vsock; echo probe=$?");
+    assert!(o.stdout.contains("vsock DENIED"), "{}", o.stdout);
+    assert!(o.stdout.contains("probe=0"));
+}
+
+#[test]
 fn chroot_tricks_stay_inside() {
     let shadow = host_shadow_first_line();
     let host_path = common::tmp_root();

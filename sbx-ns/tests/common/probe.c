@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static int report(const char *what, long rc) {
@@ -52,6 +53,9 @@ int main(int argc, char **argv) {
         kill(c, SIGKILL);
         waitpid(c, 0, 0);
         return rc < 0 ? 1 : 0;
+    }
+    if (!strcmp(cmd, "vsock")) {
+        return report("vsock", socket(40 /* AF_VSOCK */, SOCK_STREAM, 0));
     }
     if (!strcmp(cmd, "userns")) {
         int bad = report("unshare-user", unshare(CLONE_NEWUSER));
