@@ -198,10 +198,39 @@ fn apply_one(
     }
 }
 
+/// Removes empty groups left by launchers that died without stopping their sandbox (the
+/// monitor kills the sandbox, but cannot remove the group it sits in).
+fn sweep_stale(all: &[Mount]) {
+    for m in all
+        .iter()
+        .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
+    {
+        let Ok(entries) = fs::read_dir(&m.point) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("sbx-ns-")) else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                // Fails harmlessly while processes remain in it.
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
 impl Cgroups {
     /// Creates the groups for `limits` and moves `pid` into them.
     pub(crate) fn apply(limits: &Limits, pid: u32) -> (Cgroups, LimitsReport) {
         let all = mounts();
+        if limits != &Limits::default() {
+            sweep_stale(&all);
+        }
         let name = unique_name();
         let mut created = Vec::new();
         let mut one = |res| apply_one(res, limits, &name, pid, &all, &mut created);

@@ -152,7 +152,13 @@ fn launcher_death_takes_the_sandbox_with_it() {
     if let Some(state) = std::env::var_os(LAUNCHER_ENV) {
         // Child role: start a sandbox, report PID 1, then wait to be killed.
         let cfg = config(&State(state.into()), "exec sleep 1000");
-        let sb = Sandbox::builder(cfg).stdout(Stdio::null()).start().unwrap();
+        let sb = Sandbox::builder(cfg.with_limits(Limits::default().with_pids(64)))
+            .stdout(Stdio::null())
+            .start()
+            .unwrap();
+        for d in sb.cgroup_dirs() {
+            println!("CG {}", d.display());
+        }
         println!("PID1 {}", sb.pid());
         std::thread::sleep(Duration::from_secs(1000));
         unreachable!("killed by the parent test");
@@ -170,12 +176,16 @@ fn launcher_death_takes_the_sandbox_with_it() {
         .spawn()
         .unwrap();
     let mut out = std::io::BufReader::new(launcher.stdout.take().unwrap());
+    let mut cgroups = Vec::new();
     let pid: u32 = loop {
         let mut line = String::new();
         assert!(
             std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
             "child ended"
         );
+        if let Some(d) = line.trim().strip_prefix("CG ") {
+            cgroups.push(std::path::PathBuf::from(d));
+        }
         if let Some(p) = line.trim().strip_prefix("PID1 ") {
             break p.parse().unwrap();
         }
@@ -191,6 +201,24 @@ fn launcher_death_takes_the_sandbox_with_it() {
             "sandbox outlived its launcher"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its cgroups stay behind (nobody was left to remove them) until the next sandbox with
+    // limits sweeps them, once the monitor has exited too.
+    for d in &cgroups {
+        while std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "monitor outlived its launcher"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let state2 = State::new("sweeper");
+    let cfg = config(&state2, "true").with_limits(Limits::default().with_pids(64));
+    let mut sb = Sandbox::start(cfg).unwrap();
+    sb.wait().unwrap();
+    for d in cgroups {
+        assert!(!d.exists(), "stale cgroup {} not swept", d.display());
     }
 }
 
