@@ -21,4 +21,6 @@ pub enum Command {
     Secret(crate::commands::secret::SecretArgs),
     /// Build and list guest images (Debian root filesystem, kernel, initramfs).
     Image(crate::commands::image::ImageArgs),
+    /// Check kits (spec.yaml folders) and show what they would do.
+    Kit(crate::commands::kit::KitArgs),
 }

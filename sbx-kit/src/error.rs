@@ -105,6 +105,10 @@ pub struct Diagnostic {
     /// A suggestion, e.g. "did you mean `allowedDomains`?".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The text of the line the diagnostic points at (at most 200 characters, control
+    /// characters replaced), for [`Diagnostic::render`].
+    #[serde(skip)]
+    pub source_line: Option<String>,
 }
 
 impl fmt::Display for Diagnostic {
@@ -123,36 +127,35 @@ impl fmt::Display for Diagnostic {
 
 impl Diagnostic {
     /// The diagnostic followed by the source line it points at and a caret under the column,
-    /// in the style of compiler errors. `source` is the text the diagnostic was made from.
-    pub fn render(&self, source: &str) -> String {
+    /// in the style of compiler errors.
+    pub fn render(&self) -> String {
         let mut out = self.to_string();
-        let Some(line) = usize::try_from(self.line)
-            .ok()
-            .and_then(|l| l.checked_sub(1))
-            .and_then(|i| source.lines().nth(i))
-        else {
+        let Some(line) = &self.source_line else {
             return out;
         };
         let number = self.line.to_string();
         let pad = " ".repeat(number.len());
-        // Control characters would garble the terminal; tabs keep the caret aligned.
-        let shown: String = line
-            .chars()
-            .take(200)
-            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
-            .collect();
         let caret_at: String = line
             .chars()
-            .take(
-                usize::try_from(self.column.saturating_sub(1))
-                    .unwrap_or(0)
-                    .min(200),
-            )
+            .take(usize::try_from(self.column.saturating_sub(1)).unwrap_or(0))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
         out.push_str(&format!(
-            "\n{pad} |\n{number} | {shown}\n{pad} | {caret_at}^"
+            "\n{pad} |\n{number} | {line}\n{pad} | {caret_at}^"
         ));
         out
     }
+}
+
+/// The text of 1-based line `line` of `src`, shortened and made safe to print.
+pub(crate) fn source_line(src: &str, line: u64) -> Option<String> {
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let text = src.lines().nth(index)?;
+    // Control characters would garble the terminal; tabs keep the caret aligned.
+    Some(
+        text.chars()
+            .take(200)
+            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+            .collect(),
+    )
 }

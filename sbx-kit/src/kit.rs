@@ -108,6 +108,7 @@ impl Kit {
                         path: String::new(),
                         message: "the file is not valid UTF-8".into(),
                         hint: None,
+                        source_line: None,
                     }],
                 });
             }

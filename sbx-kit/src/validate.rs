@@ -143,6 +143,7 @@ impl<'a> Validator<'a> {
             path: path.to_owned(),
             message,
             hint,
+            source_line: crate::error::source_line(self.src, pos.line.max(1)),
         });
     }
 

@@ -2,6 +2,7 @@
 
 pub mod diagnose;
 pub mod image;
+pub mod kit;
 pub mod secret;
 
 use crate::cli::{Cli, Command};
@@ -13,5 +14,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Diagnose(args) => diagnose::run(args),
         Command::Secret(args) => secret::run(args),
         Command::Image(args) => image::run(args),
+        Command::Kit(args) => kit::run(args),
     }
 }
