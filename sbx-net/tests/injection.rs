@@ -67,6 +67,8 @@ async fn sentinel_to_a_bound_host_gets_the_secret_over_http1_and_http2() {
     assert_eq!(seen.len(), 2);
     for s in &seen {
         assert_eq!(auth_of(s), format!("Bearer {SECRET}"));
+        // The upstream leg negotiates HTTP/2 by ALPN whatever the client leg speaks.
+        assert_eq!(s.version, http::Version::HTTP_2);
     }
     let recs: Vec<_> = tp
         .records()

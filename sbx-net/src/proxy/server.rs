@@ -5,14 +5,14 @@ use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::ClientConfig;
+use rustls::{ClientConfig, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -40,6 +40,7 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) tls_client: (Arc<ClientConfig>, Arc<ClientConfig>),
     pub(crate) local: SocketAddr,
+    pub(crate) server_configs: Mutex<HashMap<Host, Arc<ServerConfig>>>,
     active: AtomicUsize,
 }
 
@@ -116,6 +117,7 @@ impl Proxy {
             limits: config.limits,
             tls_client,
             local,
+            server_configs: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));

@@ -24,6 +24,8 @@ use super::upstream::{connect_tcp, resolve_checked, Upstream};
 use crate::log::{LogRecord, ProxyKind, RecordType};
 use crate::policy::{parse_authority, Decision, Host, Reason, Verdict};
 
+/// Per-host TLS server configs kept before the cache is flushed.
+const SERVER_CONFIG_CACHE_MAX: usize = 1024;
 /// Largest ClientHello the bypass path buffers to read SNI.
 const MAX_HELLO: usize = 16 * 1024;
 
@@ -148,6 +150,34 @@ async fn peek_sni<T: AsyncRead + Unpin>(
     }
 }
 
+/// The server config for `host` (leaf, ALPN `h2` + `http/1.1`), cached per host so repeat
+/// tunnels reuse it and its TLS session cache.
+fn server_config(shared: &Shared, host: &Host) -> crate::error::Result<Arc<ServerConfig>> {
+    if let Some(hit) = shared
+        .server_configs
+        .lock()
+        .ok()
+        .and_then(|c| c.get(host).cloned())
+    {
+        return Ok(hit);
+    }
+    let leaf = shared.ca.leaf_for(host)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(FixedCert(leaf)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    if let Ok(mut cache) = shared.server_configs.lock() {
+        if cache.len() >= SERVER_CONFIG_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(host.clone(), config.clone());
+    }
+    Ok(config)
+}
+
 fn sni_matches(sni: &str, host: &Host) -> bool {
     Host::parse(sni).is_ok_and(|h| &h == host)
 }
@@ -233,31 +263,14 @@ async fn intercept<T>(
             return;
         }
     }
-    let leaf = match shared.ca.leaf_for(&host) {
-        Ok(l) => l,
+    let config = match server_config(&shared, &host) {
+        Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, %host, "minting leaf failed");
+            tracing::warn!(error = %e, %host, "tls server config failed");
             return;
         }
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config =
-        match ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "server tls config failed");
-                return;
-            }
-        };
-    let mut config = config
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(FixedCert(leaf)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let tls = match tokio::time::timeout(
-        limits.handshake_timeout,
-        start.into_stream(Arc::new(config)),
-    )
-    .await
+    let tls = match tokio::time::timeout(limits.handshake_timeout, start.into_stream(config)).await
     {
         Ok(Ok(tls)) => tls,
         _ => {
