@@ -138,3 +138,36 @@ fn shutdown_leaves_nothing_running() {
     // The exec that was running sees its command end.
     assert!(bg.wait().is_ok() || bg.try_wait().is_err());
 }
+
+#[test]
+fn a_shared_install_dir_is_reused_while_current() {
+    use std::os::unix::fs::MetadataExt;
+    let shared = State::new("agent-shared");
+    let opts = agent().with_install_dir(shared.0.join("agent"));
+    let mut inodes = Vec::new();
+    for i in 0..2 {
+        let state = State::new(&format!("agent-shared-{i}"));
+        let cfg = Config::new(
+            busybox_root(),
+            &state.0,
+            Init::new("/bin/sh", Vec::<String>::new()),
+        )
+        .with_helper(helper());
+        let sb = Sandbox::builder(cfg).agent(opts.clone()).start().unwrap();
+        let out = sb
+            .client()
+            .unwrap()
+            .output(ExecRequest::new(["true"]))
+            .unwrap();
+        assert!(out.status.success());
+        sb.shutdown(Duration::from_secs(5)).unwrap();
+        let meta = std::fs::metadata(shared.0.join("agent/.sbx/sbx-guest")).unwrap();
+        inodes.push((meta.ino(), meta.mtime_nsec()));
+        // Nothing was installed into the sandbox's own state folder.
+        assert!(!state.0.join("agent").exists());
+    }
+    assert_eq!(
+        inodes[0], inodes[1],
+        "the second start copied the agent again"
+    );
+}
