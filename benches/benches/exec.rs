@@ -153,64 +153,69 @@ fn main() {
     );
 
     println!("== 1 GiB stream ==");
-    let mut s = c
-        .exec(ExecRequest::new([
-            "head",
-            "-c",
-            &GIB.to_string(),
-            "/dev/zero",
-        ]))
-        .expect("exec head");
-    let mut out = s.take_stdout().expect("stdout");
+    // The same busybox producer and consumer run in the sandbox and, for the reference, on the
+    // host through a plain pipe, so the difference is the agent and the protocol.
+    let dd = ["dd", "if=/dev/zero", "bs=1M", "count=1024"];
+    let mut s = c.exec(ExecRequest::new(dd)).expect("exec dd");
     let t = Instant::now();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0;
-    loop {
-        let k = out.read(&mut buf).expect("read");
-        if k == 0 {
-            break;
-        }
-        n += k;
-    }
+    let n = drain(s.take_stdout().expect("stdout"));
     let out_t = t.elapsed();
     assert_eq!(n, GIB);
     assert!(s.wait().expect("wait").success());
-    let out_mbs = throughput("guest -> host", GIB, out_t);
+    let out_mbs = throughput("guest -> host (dd | agent)", GIB, out_t);
 
     let mut s = c
         .exec(ExecRequest::new(["sh", "-c", "cat > /dev/null"]))
         .expect("exec cat");
-    let mut stdin = s.take_stdin().expect("stdin");
-    let chunk = vec![0x5au8; 1 << 20];
     let t = Instant::now();
-    for _ in 0..GIB / chunk.len() {
-        stdin.write_all(&chunk).expect("write");
-    }
-    drop(stdin);
+    fill(s.take_stdin().expect("stdin"));
     assert!(s.wait().expect("wait").success());
-    let in_mbs = throughput("host -> guest", GIB, t.elapsed());
+    let in_mbs = throughput("host -> guest (agent | cat)", GIB, t.elapsed());
 
     let t = Instant::now();
-    let mut child = Command::new("head")
-        .args(["-c", &GIB.to_string(), "/dev/zero"])
+    let mut child = Command::new("/bin/busybox")
+        .args(dd)
         .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
-        .expect("head");
-    let mut p = child.stdout.take().expect("stdout");
+        .expect("busybox dd");
+    let n = drain(child.stdout.take().expect("stdout"));
+    let _ = child.wait();
+    assert_eq!(n, GIB);
+    let ref_out = throughput("reference: dd | host pipe", GIB, t.elapsed());
+
+    let t = Instant::now();
+    let mut child = Command::new("/bin/busybox")
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("busybox cat");
+    fill(child.stdin.take().expect("stdin"));
+    let _ = child.wait();
+    let ref_in = throughput("reference: host pipe | cat", GIB, t.elapsed());
+    println!(
+        "ratio sbx/reference: out {:.2}x, in {:.2}x",
+        out_mbs / ref_out,
+        in_mbs / ref_in
+    );
+}
+
+fn drain(mut r: impl Read) -> usize {
+    let mut buf = vec![0u8; 1 << 20];
     let mut n = 0;
     loop {
-        let k = p.read(&mut buf).expect("read");
+        let k = r.read(&mut buf).expect("read");
         if k == 0 {
-            break;
+            return n;
         }
         n += k;
     }
-    let _ = child.wait();
-    assert_eq!(n, GIB);
-    let ref_mbs = throughput("reference: host pipe", GIB, t.elapsed());
-    println!(
-        "ratio sbx/reference: out {:.2}x, in {:.2}x",
-        out_mbs / ref_mbs,
-        in_mbs / ref_mbs
-    );
+}
+
+fn fill(mut w: impl Write) {
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..GIB / chunk.len() {
+        w.write_all(&chunk).expect("write");
+    }
 }

@@ -120,22 +120,41 @@ impl Client {
     pub fn output(&self, request: ExecRequest) -> Result<Output> {
         let mut s = self.exec(request)?;
         s.close_stdin();
-        let mut err = s.take_stderr().expect("fresh session has stderr");
-        let mut out = s.take_stdout().expect("fresh session has stdout");
-        let t = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            err.read_to_end(&mut v).map(|_| v)
-        });
-        let mut stdout = Vec::new();
-        let r1 = out.read_to_end(&mut stdout);
-        let stderr = t.join().map_err(|_| Error::ConnectionClosed)?;
-        let status = s.wait()?;
-        r1?;
-        Ok(Output {
-            status,
-            stdout,
-            stderr: stderr?,
-        })
+        // Hold the stream handles so the session does not discard the output; collect both
+        // streams here directly (no extra thread).
+        let _streams = (s.take_stdout(), s.take_stderr());
+        let shared = Arc::clone(&s.shared);
+        let mut bufs = [Vec::new(), Vec::new()];
+        let mut st = shared.lock();
+        loop {
+            let mut grants = [0u32; 2];
+            for (i, ob) in st.out.iter_mut().enumerate() {
+                while let Some(c) = ob.chunks.pop_front() {
+                    bufs[i].extend_from_slice(&c[ob.front_pos..]);
+                    grants[i] += (c.len() - ob.front_pos) as u32;
+                    ob.front_pos = 0;
+                }
+            }
+            if grants != [0, 0] {
+                drop(st);
+                shared.credit(StreamId::Stdout, grants[0]);
+                shared.credit(StreamId::Stderr, grants[1]);
+                st = shared.lock();
+                continue;
+            }
+            if let Some(status) = st.exit {
+                let [stdout, stderr] = bufs;
+                return Ok(Output {
+                    status,
+                    stdout,
+                    stderr,
+                });
+            }
+            if let Some(f) = &st.failure {
+                return Err(f.to_error());
+            }
+            st = shared.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// Asks the agent to shut the sandbox down (stop every process, then exit or power off).

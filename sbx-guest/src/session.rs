@@ -20,6 +20,8 @@ use crate::sys;
 const STDIN_WINDOW: u32 = 1 << 20;
 /// Stop reading command output while this much is queued for the socket.
 const SOCKET_HIGH_WATER: usize = 512 * 1024;
+/// Pipe buffer size requested for a command's stdio pipes.
+const PIPE_SIZE: i32 = 1 << 20;
 /// Time for the host to send its hello and request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the command exits, how long to wait for output still in flight from descendants
@@ -235,6 +237,10 @@ fn run_exec(conn: &mut Conn, shared: &Shared, request: &ExecRequest, window: u32
     for f in [&stdin, &stdout].into_iter().chain(stderr.as_ref()) {
         if let Err(e) = sys::set_nonblocking(f, true) {
             tracing::warn!(error = %e, "cannot make pipe non-blocking");
+        }
+        if pty.is_none() {
+            // Bigger pipes mean fewer, larger frames for bulk data; 64 KiB is the default.
+            let _ = sys::set_pipe_size(f, PIPE_SIZE);
         }
     }
     let mut io = Io {

@@ -364,3 +364,9 @@ pub(crate) fn vsock_listen(port: u32) -> io::Result<OwnedFd> {
     cvt(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
     Ok(fd)
 }
+
+/// Asks for a pipe buffer of `bytes` (best effort: the kernel may cap it).
+pub(crate) fn set_pipe_size(fd: &impl AsRawFd, bytes: i32) -> io::Result<()> {
+    // SAFETY: F_SETPIPE_SZ takes an integer argument.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) }).map(drop)
+}

@@ -118,7 +118,8 @@ fn malformed_frames_from_the_host_get_an_error() {
             }
             .to_bytes(),
         );
-        for _ in 0..16 {
+        // 8 MiB: more than the 1 MiB window plus what the pipe to `sleep` can absorb.
+        for _ in 0..64 {
             flood.extend(Frame::Stdin(vec![0; sbx_exec::MAX_DATA_CHUNK]).to_bytes());
         }
         let frames = exchange(&sock, &flood);
