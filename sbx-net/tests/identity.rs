@@ -170,6 +170,10 @@ async fn cleartext_host_header_must_match_the_uri() {
     assert_eq!(got.status, 200);
     assert_eq!(plain.seen().len(), 1);
     // Origin-form requests to the proxy port are not proxied.
-    let out = raw_exchange(tp.addr(), b"GET /x HTTP/1.1\r\nHost: api.test\r\n\r\n").await;
+    let out = raw_exchange(
+        tp.addr(),
+        b"GET /x HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
 }

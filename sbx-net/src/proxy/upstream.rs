@@ -219,26 +219,31 @@ impl Upstream {
         &self,
         req: Request<ProxyBody>,
     ) -> std::result::Result<Response<Incoming>, UpstreamError> {
-        let mut sender = self.take_ready();
-        if sender.is_none() {
-            sender = Some(self.connect(false).await?);
-        }
-        let Some(mut sender) = sender else {
-            return Err(UpstreamError::Unreachable("no connection".into()));
-        };
-        let result = match &mut sender {
-            Sender::H1(s) => s.send_request(for_h1(req)).await,
-            Sender::H2(s) => {
-                let mut req = req;
-                *req.version_mut() = http::Version::HTTP_2;
-                // HTTP/2 carries the authority in the URI (`:authority`).
-                req.headers_mut().remove(http::header::HOST);
-                s.send_request(req).await
+        let mut req = req;
+        let mut reused = self.take_ready();
+        loop {
+            let from_pool = reused.is_some();
+            let mut sender = match reused.take() {
+                Some(s) => s,
+                None => self.connect(false).await?,
+            };
+            let result = match &mut sender {
+                Sender::H1(s) => s.try_send_request(for_h1(req)).await,
+                Sender::H2(s) => s.try_send_request(for_h2(req)).await,
+            };
+            match result {
+                Ok(resp) => {
+                    self.put_back(sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // A pooled connection the upstream closed while idle: the request was
+                    // not sent, so it is safe to try once more on a fresh connection.
+                    Some(unsent) if from_pool => req = unsent,
+                    _ => return Err(UpstreamError::Unreachable(e.into_error().to_string())),
+                },
             }
-        };
-        let resp = result.map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
-        self.put_back(sender);
-        Ok(resp)
+        }
     }
 
     /// Sends an upgrade request (WebSocket) over a dedicated HTTP/1.1 connection.
@@ -308,6 +313,13 @@ where
         }
     });
     Ok(Sender::H1(send))
+}
+
+/// HTTP/2: the authority travels in the URI (`:authority`), not in `Host`.
+fn for_h2(mut req: Request<ProxyBody>) -> Request<ProxyBody> {
+    *req.version_mut() = http::Version::HTTP_2;
+    req.headers_mut().remove(http::header::HOST);
+    req
 }
 
 /// HTTP/1.1 to an origin server: origin-form request target, `Host` header kept.

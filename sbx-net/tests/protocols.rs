@@ -1,0 +1,67 @@
+//! Protocol combinations: each leg negotiates its own HTTP version by ALPN.
+
+mod common;
+
+use common::*;
+use http::Version;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sbx_net::{Policy, Preset, Scope};
+
+#[tokio::test]
+async fn http2_client_multiplexes_onto_an_http1_upstream() {
+    let pki = TestPki::new();
+    let up = tls_upstream_on("127.0.0.1", pki.leaf(&["h1.test"], false), &[b"http/1.1"]).await;
+    let mut p = Policy::new(Preset::DenyAll);
+    p.allow(&Scope::Global, "h1.test").unwrap();
+    let tp = start_proxy(&pki, p, &["h1.test"], |c| c).await;
+    let authority = format!("h1.test:{}", up.port());
+    let (status, s) = connect(tp.addr(), &authority).await;
+    assert_eq!(status, 200);
+    let tls = tls_connect(s, "h1.test", tp.ca.cert_der(), &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let mut send = send.clone();
+        let mut req = get(&format!("https://{authority}/s{i}"), &[]);
+        *req.version_mut() = Version::HTTP_2;
+        set.spawn(async move { send.send_request(req).await.map(|r| r.status().as_u16()) });
+    }
+    let mut statuses = Vec::new();
+    while let Some(r) = set.join_next().await {
+        statuses.push(r.unwrap().unwrap());
+    }
+    assert_eq!(statuses, vec![200; 10]);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 10);
+    assert!(seen.iter().all(|s| s.version == Version::HTTP_11));
+    assert!(seen
+        .iter()
+        .all(|s| s.headers.get("host").unwrap() == authority.as_str()));
+}
+
+#[tokio::test]
+async fn sandbox_scoped_rules_apply_to_the_proxys_sandbox_only() {
+    let pki = TestPki::new();
+    let up = tls_upstream(pki.leaf(&["api.test"], false)).await;
+    let mut p = Policy::new(Preset::DenyAll);
+    p.allow(&Scope::Sandbox("test".into()), "api.test").unwrap();
+    let tp = start_proxy(&pki, p.clone(), &["api.test"], |c| c).await;
+    let got = https_get(&tp, "api.test", up.port(), "/", &[], false)
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        tp.records().pop().unwrap().rule.as_deref(),
+        Some("sandbox/test:allow api.test")
+    );
+    let other = start_proxy(&pki, p, &["api.test"], |c| c.with_sandbox("other")).await;
+    let (status, _) = connect(other.addr(), &format!("api.test:{}", up.port())).await;
+    assert_eq!(status, 403);
+}
