@@ -81,9 +81,12 @@ pub fn build_busybox_root(root: &Path) {
     std::os::unix::fs::chown(root.join("home/agent"), Some(1000), Some(1000)).unwrap();
 }
 
-/// The agent binary built for these tests.
+/// The agent binary built for these tests, or `SBX_TEST_AGENT_EXE` (e.g. a statically linked
+/// build) when set.
 pub fn agent_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sbx-guest"))
+    std::env::var_os("SBX_TEST_AGENT_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sbx-guest")))
 }
 
 /// A running sandbox.
