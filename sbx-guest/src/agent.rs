@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     shutdown: Mutex<Option<i32>>,
     shutdown_cond: Condvar,
     main_pid: AtomicI32,
+    /// Connections being served.
+    sessions: AtomicUsize,
 }
 
 impl Shared {
@@ -153,10 +155,15 @@ fn accept_loop(listener: OwnedFd, shared: Arc<Shared>) {
         match sys::accept(&listener) {
             Ok(conn) => {
                 let sh = Arc::clone(&shared);
+                shared.sessions.fetch_add(1, Ordering::SeqCst);
                 let r = std::thread::Builder::new()
                     .name("sbx-exec".into())
-                    .spawn(move || session::serve(conn, sh));
+                    .spawn(move || {
+                        session::serve(conn, Arc::clone(&sh));
+                        sh.sessions.fetch_sub(1, Ordering::SeqCst);
+                    });
                 if let Err(e) = r {
+                    shared.sessions.fetch_sub(1, Ordering::SeqCst);
                     tracing::warn!(error = %e, "cannot start a session thread");
                 }
             }
@@ -267,6 +274,7 @@ pub fn run(config: AgentConfig) -> Result<i32> {
         shutdown: Mutex::new(None),
         shutdown_cond: Condvar::new(),
         main_pid: AtomicI32::new(0),
+        sessions: AtomicUsize::new(0),
     });
     {
         let sh = Arc::clone(&shared);
@@ -324,6 +332,11 @@ pub fn run(config: AgentConfig) -> Result<i32> {
 
     let code = shared.wait_shutdown();
     terminate_all(&shared, config.shutdown_grace);
+    // Let sessions whose commands just died report the exit status before the agent goes.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while shared.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     if config.power_off && sys::getpid() == 1 {
         let e = sys::power_off();
         return Err(Error::Io {
