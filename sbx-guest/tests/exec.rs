@@ -296,3 +296,34 @@ fn hybrid_vsock_transport_through_a_connect_proxy() {
     assert_eq!(out.stdout, b"via vsock\n");
     assert_eq!(out.status, ExitStatus::Code(5));
 }
+
+#[test]
+fn an_unread_stdout_holds_the_command_back_but_not_stderr() {
+    let sb = Sandbox::start();
+    let client = sb.client.clone();
+    within(60, move || {
+        let mut s = client
+            .exec(sh("echo e1 >&2; head -c 8388608 /dev/zero; echo e2 >&2"))
+            .unwrap();
+        let mut err = s.take_stderr().unwrap();
+        let mut out = s.take_stdout().unwrap();
+        let mut acc = Vec::new();
+        read_until(&mut err, &mut acc, "e1");
+        // 8 MiB exceed the stdout window plus the pipe: the command must be blocked.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(s.try_wait().unwrap(), None);
+        let mut n = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let k = out.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        assert_eq!(n, 8 << 20);
+        err.read_to_end(&mut acc).unwrap();
+        assert_eq!(acc, b"e1\ne2\n");
+        assert!(s.wait().unwrap().success());
+    });
+}
