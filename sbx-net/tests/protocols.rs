@@ -65,3 +65,54 @@ async fn sandbox_scoped_rules_apply_to_the_proxys_sandbox_only() {
     let (status, _) = connect(other.addr(), &format!("api.test:{}", up.port())).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn request_bodies_are_forwarded_and_counted() {
+    let pki = TestPki::new();
+    let up = tls_upstream(pki.leaf(&["api.test"], false)).await;
+    let plain = plain_upstream().await;
+    let mut p = Policy::new(Preset::DenyAll);
+    p.allow(&Scope::Global, "api.test").unwrap();
+    let tp = start_proxy(&pki, p, &["api.test"], |c| c).await;
+    let body = vec![b'x'; 100_000];
+    for h2 in [false, true] {
+        let authority = format!("api.test:{}", up.port());
+        let (_, s) = connect(tp.addr(), &authority).await;
+        let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+        let tls = tls_connect(s, "api.test", tp.ca.cert_der(), alpn)
+            .await
+            .unwrap();
+        let uri = if h2 {
+            format!("https://{authority}/upload")
+        } else {
+            "/upload".into()
+        };
+        let mut req = http::Request::post(uri)
+            .header("host", &authority)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+            .unwrap();
+        if h2 {
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove("host");
+        }
+        let got = send_many(tls, h2, vec![req]).await.remove(0).unwrap();
+        assert_eq!(got.status, 200);
+        assert!(got.body.contains("with 100000 body bytes"), "{}", got.body);
+    }
+    // Chunked upload over cleartext through the framing guard.
+    let raw = format!(
+        "POST http://api.test:{0}/chunked HTTP/1.1\r\nHost: api.test:{0}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+        plain.port()
+    );
+    let out = raw_exchange(tp.addr(), raw.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("with 11 body bytes"), "{out}");
+    for _ in 0..100 {
+        if tp.records().iter().filter(|r| r.bytes_up > 0).count() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let ups: Vec<u64> = tp.records().iter().map(|r| r.bytes_up).collect();
+    assert_eq!(ups, vec![100_000, 100_000, 11]);
+}

@@ -272,15 +272,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for H1Guard<T> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
-                    let filled = rb.filled();
-                    if filled.is_empty() {
+                    let n = rb.filled().len();
+                    if n == 0 {
                         // EOF: hand over a partial head as is; hyper reports it incomplete.
                         self.eof = true;
                         let rest = std::mem::take(&mut self.line);
                         self.ready.extend_from_slice(&rest);
                     } else {
-                        let data = filled.to_vec();
-                        self.feed(&data);
+                        self.feed(&tmp[..n]);
                     }
                 }
             }
