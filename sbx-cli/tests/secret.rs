@@ -57,6 +57,7 @@ impl Env {
             .env("SBX_SECRET_NAMESPACE", &self.namespace)
             .env_remove("SBX_SECRET_PASSPHRASE")
             .env_remove("SBX_LOG")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env("NO_COLOR", "1");
         if let Some(p) = self.passphrase {
             c.env("SBX_SECRET_PASSPHRASE", p);
@@ -72,7 +73,8 @@ impl Env {
         let mut child = c.spawn().unwrap();
         let mut pipe = child.stdin.take().unwrap();
         if let Some(data) = stdin {
-            pipe.write_all(data).unwrap();
+            // A command that fails before reading stdin closes the pipe early.
+            let _ = pipe.write_all(data);
         }
         drop(pipe);
         let out = child.wait_with_output().unwrap();
@@ -471,4 +473,149 @@ fn canary_never_printed() {
     assert!(!seen.contains("CANARY0b7e"), "{seen}");
     let catalog = std::fs::read_to_string(env.secrets_dir().join("catalog.json")).unwrap();
     assert!(!catalog.contains("CANARY"));
+}
+
+/// A private D-Bus session bus with gnome-keyring's Secret Service, killed on drop.
+struct SessionBus {
+    dir: tempfile::TempDir,
+    children: Vec<std::process::Child>,
+}
+
+impl SessionBus {
+    /// `None` (with a note) when dbus-daemon or gnome-keyring-daemon is not installed.
+    fn start() -> Option<SessionBus> {
+        let have = |bin: &str| {
+            Command::new(bin)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        };
+        if !have("dbus-daemon") || !have("gnome-keyring-daemon") {
+            eprintln!("SKIPPED: no dbus-daemon or gnome-keyring-daemon (apt-get install dbus-daemon gnome-keyring)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["home", "run"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let mut bus = SessionBus {
+            children: Vec::new(),
+            dir,
+        };
+        let socket = bus.dir.path().join("bus");
+        let dbus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile"])
+            .arg(format!("--address=unix:path={}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        bus.children.push(dbus);
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let mut keyring = bus
+            .env(&mut Command::new("gnome-keyring-daemon"))
+            .args(["--foreground", "--components=secrets", "--unlock"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The login keyring's password, then EOF.
+        keyring
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"test-login-password")
+            .unwrap();
+        bus.children.push(keyring);
+        Some(bus)
+    }
+
+    fn env<'c>(&self, c: &'c mut Command) -> &'c mut Command {
+        c.env("HOME", self.dir.path().join("home"))
+            .env("XDG_DATA_HOME", self.dir.path().join("home"))
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                format!("unix:path={}", self.dir.path().join("bus").display()),
+            )
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn secret_service_is_chosen_when_a_session_bus_offers_it() {
+    let Some(bus) = SessionBus::start() else {
+        return;
+    };
+    let env = Env::new("auto");
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut c = env.cmd(args);
+        bus.env(&mut c).env_remove("SBX_SECRET_STORE");
+        env.run_with(c, stdin.map(str::as_bytes))
+    };
+    // Wait until gnome-keyring has claimed its bus name and unlocked the login keyring.
+    let mut ready = false;
+    for _ in 0..100 {
+        let out = run(&["secret", "ls", "--json"], None);
+        if out.code == 0 && out.stdout.contains("\"kind\": \"secret-service\"") {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ready, "the Secret Service never answered");
+    let out = run(
+        &["secret", "set", "-g", "xai"],
+        Some("xai-secretservicevalue0123456789abcdef"),
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("in the secret-service store"),
+        "{}",
+        out.all()
+    );
+    let out = run(&["secret", "ls"], None);
+    assert!(
+        out.stdout.contains("xai-...cdef  secret-service"),
+        "{}",
+        out.all()
+    );
+    // The same data directory without the bus: the kernel keyring is the default, and the
+    // entry held by the Secret Service is reported as not open rather than lost.
+    let out = env.run_with(
+        {
+            let mut c = env.cmd(&["secret", "ls"]);
+            c.env_remove("SBX_SECRET_STORE")
+                .env_remove("DBUS_SESSION_BUS_ADDRESS");
+            c
+        },
+        None,
+    );
+    assert!(out.stdout.contains("(unavailable)"), "{}", out.all());
+    assert!(
+        out.stdout.contains("secret-service: not open"),
+        "{}",
+        out.all()
+    );
+    let out = run(&["secret", "rm", "-g", "xai"], None);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(run(&["secret", "ls"], None)
+        .stdout
+        .starts_with("no secrets"));
 }

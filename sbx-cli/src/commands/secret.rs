@@ -1,8 +1,9 @@
 //! `sbx secret`: API tokens kept on the host (OS keychain or an encrypted file); sandboxes
 //! only ever see sentinels.
 //!
-//! Store selection (`SBX_SECRET_STORE`): `keyring` (the Linux kernel keyring; the default; lost
-//! at reboot), `file` (an encrypted file in the data directory; passphrase from
+//! Store selection (`SBX_SECRET_STORE`): `secret-service` (the desktop keyring over D-Bus; the
+//! default when a session bus offers one that answers), `keyring` (the Linux kernel keyring;
+//! the default otherwise; lost at reboot), `file` (an encrypted file in the data directory; passphrase from
 //! `SBX_SECRET_PASSPHRASE` or a prompt, after which the derived key is cached in the kernel
 //! keyring until reboot), `memory` (nothing persists; for trying things out).
 //! `SBX_SECRET_NAMESPACE` (default `sbx`) separates installations in the keyring.
@@ -407,10 +408,12 @@ fn namespace() -> String {
     env("SBX_SECRET_NAMESPACE").unwrap_or_else(|| "sbx".into())
 }
 
-/// The store named by `SBX_SECRET_STORE`, else the default for this host.
+/// The store named by `SBX_SECRET_STORE`, else the default for this host: the desktop Secret
+/// Service when a session bus offers one that answers, else the kernel keyring.
 fn chosen_kind() -> anyhow::Result<StoreKind> {
     match env("SBX_SECRET_STORE") {
         Some(v) if v != "auto" => Ok(v.parse::<StoreKind>()?),
+        _ if secret_service().is_ok_and(|s| s.probe().is_ok()) => Ok(StoreKind::SecretService),
         _ => Ok(StoreKind::Keyring),
     }
 }
@@ -449,7 +452,12 @@ fn open_store(kind: StoreKind, interactive: bool) -> anyhow::Result<Arc<dyn Secr
             Ok(Arc::new(store))
         }
         StoreKind::File => Ok(Arc::new(open_file_store(interactive)?)),
-        StoreKind::SecretService | StoreKind::Keychain => {
+        StoreKind::SecretService => {
+            let store = secret_service()?;
+            store.probe()?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Keychain => {
             bail!("this build of sbx has no {kind} support; use SBX_SECRET_STORE=keyring or file")
         }
         _ => bail!("the {kind} store cannot be opened from the command line"),
@@ -459,6 +467,16 @@ fn open_store(kind: StoreKind, interactive: bool) -> anyhow::Result<Arc<dyn Secr
 #[cfg(target_os = "linux")]
 fn kernel_keyring(ns: &str) -> anyhow::Result<KeyringStore> {
     Ok(KeyringStore::kernel(ns)?)
+}
+
+#[cfg(target_os = "linux")]
+fn secret_service() -> anyhow::Result<KeyringStore> {
+    Ok(KeyringStore::secret_service(&namespace())?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn secret_service() -> anyhow::Result<KeyringStore> {
+    bail!("this build of sbx has no secret-service support; use SBX_SECRET_STORE=file")
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -65,6 +65,28 @@ impl KeyringStore {
         })
     }
 
+    /// The desktop Secret Service (GNOME Keyring, KWallet) on the D-Bus session bus. Fails
+    /// with [`Error::StoreUnavailable`] when no session bus or no service answers; call
+    /// [`KeyringStore::probe`] before relying on it (a locked collection shows up there).
+    #[cfg(all(target_os = "linux", feature = "secret-service"))]
+    pub fn secret_service(namespace: &str) -> Result<KeyringStore> {
+        validate_namespace(namespace)?;
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none_or(|v| v.is_empty()) {
+            return Err(Error::StoreUnavailable {
+                store: StoreKind::SecretService,
+                hint: hint(StoreKind::SecretService, false),
+                source: Some("DBUS_SESSION_BUS_ADDRESS is not set".into()),
+            });
+        }
+        let inner: Arc<CredentialStore> = zbus_secret_service_keyring_store::Store::new()
+            .map_err(|e| map_err(StoreKind::SecretService, e))?;
+        Ok(KeyringStore {
+            inner,
+            kind: StoreKind::SecretService,
+            namespace: namespace.to_string(),
+        })
+    }
+
     /// Wraps any keyring-core store (Secret Service, macOS Keychain, the mock store). `kind`
     /// is what listings report.
     pub fn from_keyring_core(
