@@ -336,7 +336,7 @@ async fn bypass_rules_splice_without_interception() {
     assert_eq!(got.status, 200);
     // The tunnel record is written when the tunnel closes.
     let mut rec = None;
-    for _ in 0..100 {
+    for _ in 0..500 {
         rec = tp
             .records()
             .into_iter()

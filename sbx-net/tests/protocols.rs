@@ -107,7 +107,7 @@ async fn request_bodies_are_forwarded_and_counted() {
     let out = raw_exchange(tp.addr(), raw.as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("with 11 body bytes"), "{out}");
-    for _ in 0..100 {
+    for _ in 0..500 {
         if tp.records().iter().filter(|r| r.bytes_up > 0).count() == 3 {
             break;
         }

@@ -49,7 +49,7 @@ async fn websocket_upgrade_through_an_intercepted_tunnel() {
     drop(send);
     // One http record for the upgrade, with bytes counted once the connection closes.
     let mut rec = None;
-    for _ in 0..100 {
+    for _ in 0..500 {
         rec = tp
             .records()
             .into_iter()
