@@ -264,3 +264,41 @@ fn fork_bomb_stays_within_the_pids_limit() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(!dir.exists(), "cgroup removed on stop");
 }
+
+#[test]
+fn memory_and_cpu_limits_are_applied_or_reported() {
+    let state = State::new("limits");
+    let cfg = config(&state, "exec sleep 60").with_limits(
+        Limits::default()
+            .with_memory_bytes(128 << 20)
+            .with_cpus(0.5),
+    );
+    let sb = Sandbox::start(cfg).unwrap();
+    let read = |dir: &std::path::Path, files: &[&str]| -> Option<String> {
+        files
+            .iter()
+            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .map(|s| s.trim().to_string())
+    };
+    match &sb.limits().memory {
+        LimitState::Applied { path } => {
+            let v = read(path, &["memory.max", "memory.limit_in_bytes"]).unwrap();
+            assert_eq!(v, (128u64 << 20).to_string());
+            // PID 1 is in the group.
+            let procs = read(path, &["cgroup.procs"]).unwrap();
+            assert!(procs.lines().any(|p| p == sb.pid().to_string()), "{procs}");
+        }
+        LimitState::Unavailable { reason } => println!("SKIPPED memory: {reason}"),
+        other => panic!("{other:?}"),
+    }
+    match &sb.limits().cpu {
+        LimitState::Applied { path } => {
+            let v = read(path, &["cpu.max", "cpu.cfs_quota_us"]).unwrap();
+            assert!(v == "50000 100000" || v == "50000", "{v}");
+        }
+        LimitState::Unavailable { reason } => println!("SKIPPED cpu: {reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sb.limits().pids, LimitState::NotRequested);
+    sb.stop().unwrap();
+}
