@@ -9,6 +9,11 @@
 //! the [`json_schema`] for editors. It does no I/O beyond reading a kit folder, has no async
 //! runtime, and contains no unsafe code.
 //!
+//! Cargo features: none. Platforms: any (the crate is plain Rust; only [`Kit::from_dir`]
+//! touches the file system). Kits are written by users about their own sandboxes, so the
+//! parser's job is precise feedback and bounded work on hostile input, not secrecy: kits hold
+//! no secrets, only the names of the variables where sentinels appear.
+//!
 //! # The format (schemaVersion "1")
 //!
 //! ```yaml

@@ -970,3 +970,57 @@ fn is_mode(s: &str) -> bool {
     };
     digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_paths() {
+        assert_eq!(child("", "network"), "network");
+        assert_eq!(child("network", "allowedDomains"), "network.allowedDomains");
+        assert_eq!(index("files", 2), "files[2]");
+        assert_eq!(
+            key_path("environment.variables", "LANG"),
+            "environment.variables.LANG"
+        );
+        assert_eq!(
+            key_path("network.serviceDomains", "api.github.com"),
+            "network.serviceDomains[\"api.github.com\"]"
+        );
+    }
+
+    #[test]
+    fn modes() {
+        for ok in ["644", "0644", "0755", "000", "777"] {
+            assert!(is_mode(ok), "{ok}");
+        }
+        for bad in ["", "64", "0799", "1755", "04755", "rw-r--r--", "0o644"] {
+            assert!(!is_mode(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_booleans_are_read_as_written() {
+        let src = "schemaVersion: 1\nkind: mixin\nname: 007\nenvironment:\n  variables: {A: 0x1F, B: 1.50, C: false}\nfiles:\n  - {path: /x, content: 12, mode: 0600}\n";
+        let spec = parse_spec(src, "s").unwrap();
+        assert_eq!(spec.name, "007");
+        let v = &spec.environment.variables;
+        assert_eq!(
+            (v["A"].as_str(), v["B"].as_str(), v["C"].as_str()),
+            ("0x1F", "1.50", "false")
+        );
+        assert_eq!(spec.files[0].content, "12");
+        assert_eq!(spec.files[0].mode, "0600");
+    }
+
+    #[test]
+    fn null_sections_are_empty() {
+        let spec = parse_spec(
+            "schemaVersion: \"1\"\nkind: mixin\nname: x\nnetwork:\ncommands:\n",
+            "s",
+        )
+        .unwrap();
+        assert!(spec.network.is_empty() && spec.commands.is_empty());
+    }
+}
