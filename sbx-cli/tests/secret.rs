@@ -619,3 +619,121 @@ fn secret_service_is_chosen_when_a_session_bus_offers_it() {
         .stdout
         .starts_with("no secrets"));
 }
+
+/// `sbx` on a pseudo-terminal (util-linux `script`), driven by waiting for its prompts.
+struct Pty {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Pty {
+    fn spawn(env: &Env, args: &[&str]) -> Option<Pty> {
+        let probe = Command::new("script").arg("--version").output();
+        if probe.is_err() {
+            eprintln!("SKIPPED: util-linux `script` is not installed");
+            return None;
+        }
+        let line = std::iter::once(env!("CARGO_BIN_EXE_sbx"))
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let template = env.cmd(&[]);
+        let mut c = Command::new("script");
+        for (k, v) in template.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().unwrap();
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Some(Pty {
+            child,
+            stdin,
+            output,
+        })
+    }
+
+    fn expect(&self, text: &str) {
+        for _ in 0..200 {
+            if self.output.lock().unwrap().contains(text) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("no {text:?} in {:?}", self.output.lock().unwrap());
+    }
+
+    fn send(&mut self, text: &str) {
+        // Give the prompt a moment to switch echo off after printing itself.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().unwrap();
+        drop(self.stdin.take());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let out = self.output.lock().unwrap().clone();
+        (status.code().unwrap_or(-1), out)
+    }
+}
+
+/// On a terminal: the token prompt does not echo, and replacing a secret asks first.
+#[test]
+fn terminal_prompts_hide_the_token_and_confirm_overwrite() {
+    let Some(env) = Env::keyring() else { return };
+    let first = "ghp_typedattheprompt0123456789abcdefghij";
+    let Some(mut pty) = Pty::spawn(&env, &["secret", "set", "-g", "github"]) else {
+        return;
+    };
+    pty.expect("Token for github (global): ");
+    pty.send(&format!("{first}\n"));
+    let (code, out) = pty.finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("stored github for all sandboxes"), "{out}");
+    assert!(
+        !out.contains("typedattheprompt"),
+        "the token was echoed: {out}"
+    );
+
+    let mut pty = Pty::spawn(&env, &["secret", "set", "-g", "github"]).unwrap();
+    pty.expect("Replace the existing secret github for all sandboxes? [y/N] ");
+    pty.send("n\n");
+    let (code, out) = pty.finish();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pass -f to replace it"), "{out}");
+    assert_eq!(env.listed()[0]["secret"], "ghp_...ghij");
+
+    let mut pty = Pty::spawn(&env, &["secret", "set", "-g", "github"]).unwrap();
+    pty.expect("[y/N] ");
+    pty.send("y\n");
+    pty.expect("Token for github (global): ");
+    pty.send("ghp_secondvalue0123456789abcdefghijklmnop\n");
+    let (code, out) = pty.finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("secondvalue"), "{out}");
+    assert_eq!(env.listed()[0]["secret"], "ghp_...mnop");
+    assert_eq!(env.run(&["secret", "rm", "-g", "github"], None).code, 0);
+}
