@@ -224,6 +224,29 @@ fn sweep_stale(all: &[Mount]) {
     }
 }
 
+/// Why limits would not apply on this host (empty when memory, cpu and pids all can).
+pub(crate) fn missing_controllers() -> Vec<String> {
+    let all = mounts();
+    [Resource::Memory, Resource::Cpu, Resource::Pids]
+        .into_iter()
+        .filter_map(|r| match hierarchy_for(r, &all) {
+            None => Some(format!(
+                "no cgroup {} controller: that limit cannot apply",
+                r.v1_controller()
+            )),
+            Some((root, _))
+                if nix::unistd::access(&root, nix::unistd::AccessFlags::W_OK).is_err() =>
+            {
+                Some(format!(
+                    "cannot create cgroups under {}: limits will not apply",
+                    root.display()
+                ))
+            }
+            Some(_) => None,
+        })
+        .collect()
+}
+
 impl Cgroups {
     /// Creates the groups for `limits` and moves `pid` into them.
     pub(crate) fn apply(limits: &Limits, pid: u32) -> (Cgroups, LimitsReport) {

@@ -18,6 +18,9 @@ pub struct Support {
     pub reasons: Vec<String>,
     /// The check ran without root (root inside will be the invoking user only).
     pub rootless: bool,
+    /// What works in a weaker form: missing cgroup controllers mean sandboxes run without
+    /// those resource limits.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -110,6 +113,7 @@ pub fn host_support(helper: &Helper, scratch: &Path) -> Support {
         ok: reasons.is_empty(),
         reasons,
         rootless: !nix::unistd::geteuid().is_root(),
+        warnings: crate::cgroup::missing_controllers(),
     }
 }
 

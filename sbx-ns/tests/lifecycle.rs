@@ -131,6 +131,8 @@ fn host_support_reports_this_host() {
     // These machines run as root with user namespaces, overlayfs and TAP (DESIGN.md 9).
     assert!(s.ok, "{:?}", s.reasons);
     assert!(s.reasons.is_empty());
+    // Root here has v1 memory, cpu and pids controllers.
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     // A helper that is not one reports why instead of hanging or passing.
     let s = host_support(
         &sbx_ns::Helper::Path("/bin/true".into()),
