@@ -39,7 +39,8 @@
 //! - Ids are the host's: when run as root, root inside *is* uid 0 on the host (in a user
 //!   namespace), so every host object it can reach by path is checked against uid 0. The
 //!   mount setup and the dropped `CAP_SYS_ADMIN` are what keep it from reaching any; run
-//!   rootless where possible.
+//!   rootless where possible. Files it creates in the writable layer are host-root files
+//!   (setuid bits included), so the state folder is made `0700`.
 //! - Time, the kernel log level, kernel parameters outside the masked paths, `/sys` contents
 //!   (read-only, but readable: hardware inventory, kernel version) are shared or visible.
 //! - Resource limits depend on host cgroups; without them a fork bomb or memory hog hits the

@@ -216,6 +216,14 @@ impl SandboxBuilder {
         for d in [config.upper_dir(), config.work_dir(), config.mount_dir()] {
             fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
         }
+        // The writable layer holds files owned by root inside, which is the invoking user
+        // outside (root, when run as root), setuid bits included: no other host user may
+        // reach it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&config.state_dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io("chmod", &config.state_dir, e))?;
+        }
 
         let helper = match &config.helper {
             Helper::CurrentExe => PathBuf::from("/proc/self/exe"),

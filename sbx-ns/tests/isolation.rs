@@ -187,6 +187,10 @@ fn writes_land_in_the_upper_dir_and_the_base_is_unchanged() {
         std::fs::read_to_string(upper.join("newfile")).unwrap(),
         "new\n"
     );
+    // Only the invoking user can reach the writable layer on the host.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&state.0).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
     assert_eq!(
         std::fs::read_to_string(upper.join(BASE_MARKER)).unwrap(),
         "changed\n"
