@@ -9,9 +9,11 @@
 //!   (by path). A variable may not be both a credential's sentinel variable and a plain one.
 //! - Commands append and dedupe (identical command, user and background keep the first).
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
-use crate::model::{CommandSpec, FileSpec, Kind};
+use crate::model::{CommandSpec, FileSpec, Kind, NetworkSpec};
 use crate::{DomainPattern, Error, Kit, Origin, Result};
 
 /// What a network rule does.
@@ -216,37 +218,7 @@ impl ResolvedKit {
             set_var(&mut self.environment, k, v, origin);
         }
 
-        let net = &spec.network;
-        for d in &net.allowed_domains {
-            self.add_rule(RuleAction::Allow, d, origin)?;
-        }
-        for (d, service) in &net.service_domains {
-            match self.services.iter().find(|b| b.domain == *d) {
-                Some(b) if b.service != *service => {
-                    return Err(Error::Conflict {
-                        first: b.origin.to_string(),
-                        second: origin.to_string(),
-                        what: format!(
-                            "`{d}` is bound to service `{}` and to `{service}`",
-                            b.service
-                        ),
-                    });
-                }
-                Some(_) => {}
-                None => self.services.push(ServiceBinding {
-                    domain: d.clone(),
-                    service: service.clone(),
-                    origin: origin.clone(),
-                }),
-            }
-            self.add_rule(RuleAction::Allow, d, origin)?;
-        }
-        for d in &net.denied_domains {
-            self.add_rule(RuleAction::Deny, d, origin)?;
-        }
-        for d in &net.bypass_domains {
-            self.add_rule(RuleAction::Bypass, d, origin)?;
-        }
+        self.apply_network(&spec.network, origin)?;
 
         for (service, cred) in &spec.credentials {
             if let Some(other) = self
@@ -318,39 +290,54 @@ impl ResolvedKit {
         Ok(())
     }
 
-    fn add_rule(&mut self, action: RuleAction, d: &DomainPattern, origin: &Origin) -> Result<()> {
-        let conflict = match action {
-            RuleAction::Bypass => self
-                .services
-                .iter()
-                .find(|b| b.domain == *d)
-                .map(|b| &b.origin),
-            RuleAction::Allow if self.services.iter().any(|b| b.domain == *d) => self
+    fn apply_network(&mut self, net: &NetworkSpec, origin: &Origin) -> Result<()> {
+        // Indexes, so that large kits merge in linear time.
+        let mut ix = NetIndex {
+            rules: self
                 .rules
                 .iter()
-                .find(|r| r.action == RuleAction::Bypass && r.domain == *d)
-                .map(|r| &r.origin),
-            _ => None,
+                .enumerate()
+                .map(|(i, r)| ((r.action, r.domain.clone()), i))
+                .collect(),
+            services: self
+                .services
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (b.domain.clone(), i))
+                .collect(),
         };
-        if let Some(first) = conflict {
-            return Err(Error::Conflict {
-                first: first.to_string(),
-                second: origin.to_string(),
-                what: format!(
-                    "`{d}` has a service credential and is bypassed; bypassed traffic is never inspected, so the credential could not be injected"
-                ),
-            });
+        for d in &net.allowed_domains {
+            ix.add_rule(self, RuleAction::Allow, d, origin)?;
         }
-        if !self
-            .rules
-            .iter()
-            .any(|r| r.action == action && r.domain == *d)
-        {
-            self.rules.push(NetworkRule {
-                action,
-                domain: d.clone(),
-                origin: origin.clone(),
-            });
+        for (d, service) in &net.service_domains {
+            match ix.services.get(d).map(|i| &self.services[*i]) {
+                Some(b) if b.service != *service => {
+                    return Err(Error::Conflict {
+                        first: b.origin.to_string(),
+                        second: origin.to_string(),
+                        what: format!(
+                            "`{d}` is bound to service `{}` and to `{service}`",
+                            b.service
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    ix.services.insert(d.clone(), self.services.len());
+                    self.services.push(ServiceBinding {
+                        domain: d.clone(),
+                        service: service.clone(),
+                        origin: origin.clone(),
+                    });
+                }
+            }
+            ix.add_rule(self, RuleAction::Allow, d, origin)?;
+        }
+        for d in &net.denied_domains {
+            ix.add_rule(self, RuleAction::Deny, d, origin)?;
+        }
+        for d in &net.bypass_domains {
+            ix.add_rule(self, RuleAction::Bypass, d, origin)?;
         }
         Ok(())
     }
@@ -363,5 +350,52 @@ impl ResolvedKit {
     /// The service whose credential is injected at `domain`, if one is bound to exactly it.
     pub fn service_for(&self, domain: &DomainPattern) -> Option<&ServiceBinding> {
         self.services.iter().find(|b| b.domain == *domain)
+    }
+}
+
+/// Where rules and service bindings are in a [`ResolvedKit`], by domain.
+struct NetIndex {
+    rules: HashMap<(RuleAction, DomainPattern), usize>,
+    services: HashMap<DomainPattern, usize>,
+}
+
+impl NetIndex {
+    fn add_rule(
+        &mut self,
+        out: &mut ResolvedKit,
+        action: RuleAction,
+        d: &DomainPattern,
+        origin: &Origin,
+    ) -> Result<()> {
+        let bound = self.services.get(d).map(|i| &out.services[*i].origin);
+        let bypassed = self
+            .rules
+            .get(&(RuleAction::Bypass, d.clone()))
+            .map(|i| &out.rules[*i].origin);
+        let conflict = match action {
+            RuleAction::Bypass => bound,
+            RuleAction::Allow if bound.is_some() => bypassed,
+            _ => None,
+        };
+        if let Some(first) = conflict {
+            return Err(Error::Conflict {
+                first: first.to_string(),
+                second: origin.to_string(),
+                what: format!(
+                    "`{d}` has a service credential and is bypassed; bypassed traffic is never inspected, so the credential could not be injected"
+                ),
+            });
+        }
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            self.rules.entry((action, d.clone()))
+        {
+            slot.insert(out.rules.len());
+            out.rules.push(NetworkRule {
+                action,
+                domain: d.clone(),
+                origin: origin.clone(),
+            });
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! From a YAML tree to a [`KitSpec`], collecting every problem with its place and field path.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::model::{
     AgentSpec, CommandLine, CommandSpec, CommandsSpec, CredentialSpec, EnvironmentSpec, FileSpec,
@@ -386,9 +386,10 @@ impl<'a> Validator<'a> {
         };
         let items = self.seq(node, path, "a list of domain patterns");
         let mut out: Vec<(DomainPattern, Pos)> = Vec::new();
+        let mut seen: HashSet<DomainPattern> = HashSet::new();
         for (i, item) in items.iter().enumerate() {
             if let Some(d) = self.domain(item, &index(path, i)) {
-                if !out.iter().any(|(o, _)| *o == d) {
+                if seen.insert(d.clone()) {
                     out.push((d, item.pos));
                 }
             }
@@ -592,6 +593,7 @@ impl<'a> Validator<'a> {
         let bypass = self.domain_list(f.get("bypassDomains"), "network.bypassDomains");
 
         let mut services: Vec<(DomainPattern, String, Pos)> = Vec::new();
+        let mut service_lines: HashMap<DomainPattern, u64> = HashMap::new();
         if let Some(n) = f.get("serviceDomains") {
             let path = "network.serviceDomains";
             match &n.value {
@@ -607,15 +609,14 @@ impl<'a> Validator<'a> {
                             self.error(k.pos, &p, message, None);
                             continue;
                         }
-                        if let Some((_, _, first)) = services.iter().find(|(d, _, _)| *d == domain)
-                        {
+                        if let Some(first) = service_lines.get(&domain) {
                             let message = format!(
-                                "duplicate domain `{domain}`; it is already given at line {}",
-                                first.line
+                                "duplicate domain `{domain}`; it is already given at line {first}"
                             );
                             self.error(k.pos, &p, message, None);
                             continue;
                         }
+                        service_lines.insert(domain.clone(), k.pos.line);
                         if let Some(service) = self.name(v, &p, "service name") {
                             services.push((domain, service, k.pos));
                         }
@@ -642,8 +643,9 @@ impl<'a> Validator<'a> {
                      path: &str,
                      other_name: &str,
                      why: &str| {
+            let other: HashMap<&DomainPattern, Pos> = other.iter().map(|(d, p)| (d, *p)).collect();
             for (d, pos) in list {
-                if let Some((_, first)) = other.iter().find(|(o, _)| o == d) {
+                if let Some(first) = other.get(d) {
                     let message =
                         format!("`{d}` is also in {other_name} (line {}); {why}", first.line);
                     this.error(*pos, path, message, None);
@@ -867,7 +869,7 @@ impl<'a> Validator<'a> {
             "a list of files, e.g. `[{path: /etc/x, content: \"...\"}]`",
         );
         let mut out: Vec<FileSpec> = Vec::new();
-        let mut lines: Vec<(String, u64)> = Vec::new();
+        let mut lines: HashMap<String, u64> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             let path = index("files", i);
             let Some(f) = self.fields(item, &path, FILE_FIELDS) else {
@@ -886,12 +888,12 @@ impl<'a> Validator<'a> {
                 Some(n) => self.file_path(n, &child(&path, "path")),
             };
             if let (Some(p), Some(n)) = (&file_path, f.get("path")) {
-                if let Some((_, first)) = lines.iter().find(|(q, _)| q == p) {
+                if let Some(first) = lines.get(p) {
                     let message = format!("`{p}` is already written by the file at line {first}");
                     self.error(n.pos, &child(&path, "path"), message, None);
                     continue;
                 }
-                lines.push((p.clone(), n.pos.line));
+                lines.insert(p.clone(), n.pos.line);
             }
             let content = match f.get("content") {
                 None => {
