@@ -40,7 +40,9 @@
 //!   namespace), so every host object it can reach by path is checked against uid 0. The
 //!   mount setup and the dropped `CAP_SYS_ADMIN` are what keep it from reaching any; run
 //!   rootless where possible. Files it creates in the writable layer are host-root files
-//!   (setuid bits included), so the state folder is made `0700`.
+//!   (setuid bits included), so the state folder is made `0700`; the same holds for
+//!   read-write [`Bind`]s such as the workspace, which other host users may be able to reach.
+//!   Invoked by an ordinary user, everything the sandbox writes is that user's.
 //! - Time, the kernel log level, kernel parameters outside the masked paths, `/sys` contents
 //!   (read-only, but readable: hardware inventory, kernel version) are shared or visible.
 //! - Resource limits depend on host cgroups; without them a fork bomb or memory hog hits the
