@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::error::{DecodeError, Error, RemoteErrorKind, Result};
 use crate::frame::{Frame, FrameDecoder, MAX_DATA_CHUNK, PROTOCOL_VERSION};
@@ -27,6 +28,7 @@ pub const DEFAULT_WINDOW: u32 = 1 << 20;
 pub struct Client {
     transport: Arc<dyn Transport>,
     window: u32,
+    start_timeout: Duration,
 }
 
 /// Collected result of [`Client::output`].
@@ -46,6 +48,7 @@ impl Client {
         Self {
             transport: Arc::new(transport),
             window: DEFAULT_WINDOW,
+            start_timeout: Duration::from_secs(30),
         }
     }
 
@@ -58,6 +61,14 @@ impl Client {
     #[must_use]
     pub fn window(mut self, bytes: u32) -> Self {
         self.window = bytes.clamp(MAX_DATA_CHUNK as u32, 64 << 20);
+        self
+    }
+
+    /// How long [`Client::exec`] and [`Client::shutdown`] wait for the agent's answer
+    /// (default 30 s). The command itself may run for any time.
+    #[must_use]
+    pub fn start_timeout(mut self, t: Duration) -> Self {
+        self.start_timeout = t;
         self
     }
 
@@ -74,6 +85,7 @@ impl Client {
             window: self.window,
         }
         .encode(&mut out);
+        sock.set_stream_read_timeout(Some(self.start_timeout))?;
         sock.write_all(&out)?;
         let mut dec = FrameDecoder::new();
         expect_hello(read_frame(&mut sock, &mut dec)?)?;
@@ -82,11 +94,21 @@ impl Client {
             Frame::Error { kind, message } => return Err(Error::Remote { kind, message }),
             other => return Err(Error::Unexpected(other.name())),
         };
+        sock.set_stream_read_timeout(None)?;
         let writer = sock.try_clone_stream()?;
         let shared = Arc::new(Shared {
             writer: Mutex::new(writer),
             state: Mutex::new(State {
-                out: [OutBuf::default(), OutBuf::default()],
+                out: [
+                    OutBuf {
+                        allowed: u64::from(self.window),
+                        ..OutBuf::default()
+                    },
+                    OutBuf {
+                        allowed: u64::from(self.window),
+                        ..OutBuf::default()
+                    },
+                ],
                 stdin_credit: u64::from(stdin_window),
                 exit: None,
                 failure: None,
@@ -166,6 +188,7 @@ impl Client {
         }
         .encode(&mut out);
         Frame::Shutdown.encode(&mut out);
+        sock.set_stream_read_timeout(Some(self.start_timeout))?;
         sock.write_all(&out)?;
         let mut dec = FrameDecoder::new();
         expect_hello(read_frame(&mut sock, &mut dec)?)?;
@@ -198,6 +221,14 @@ fn read_frame(sock: &mut Box<dyn Stream>, dec: &mut FrameDecoder) -> Result<Fram
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 return Err(Error::ConnectionClosed)
             }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(Error::Timeout)
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -205,6 +236,9 @@ fn read_frame(sock: &mut Box<dyn Stream>, dec: &mut FrameDecoder) -> Result<Fram
 
 #[derive(Default)]
 struct OutBuf {
+    /// Bytes the agent may still send (granted and not yet used): a guest that ignores its
+    /// window cannot make the host buffer without bound.
+    allowed: u64,
     chunks: VecDeque<Vec<u8>>,
     front_pos: usize,
     eof: bool,
@@ -270,6 +304,7 @@ impl Shared {
 
     fn credit(&self, stream: StreamId, bytes: u32) {
         if bytes > 0 {
+            self.lock().out[out_index(stream)].allowed += u64::from(bytes);
             // A failed credit write means the connection is gone; the reader reports that.
             let _ = self.send(&Frame::Credit { stream, bytes });
         }
@@ -291,6 +326,15 @@ impl Shared {
             Frame::Output { stream, data } => {
                 let mut st = self.lock();
                 let ob = &mut st.out[out_index(stream)];
+                let n = data.len() as u64;
+                if n > ob.allowed {
+                    drop(st);
+                    self.fail(Failure::Protocol(DecodeError::InvalidValue(
+                        "output beyond the granted window",
+                    )));
+                    return false;
+                }
+                ob.allowed -= n;
                 if ob.discard {
                     drop(st);
                     self.credit(stream, data.len() as u32);

@@ -100,6 +100,9 @@ pub enum Error {
         /// The agent's message.
         message: String,
     },
+    /// The agent did not answer the request in time.
+    #[error("the agent did not answer in time")]
+    Timeout,
     /// The connection ended before the command's exit status arrived.
     #[error("connection closed before the exit status")]
     ConnectionClosed,

@@ -53,7 +53,11 @@
 //! # Security
 //!
 //! The agent trusts whoever can connect to its socket: keep the socket in a directory only the
-//! sandbox's owner can reach. [`ExecRequest`]'s `Debug` output omits environment values, which
+//! sandbox's owner can reach. The client does not trust the agent (code in the sandbox can
+//! replace it): frames are size-bounded and validated, output beyond the granted window is a
+//! protocol error rather than host memory, and the start of an exec has a timeout
+//! ([`Client::start_timeout`]); a wedged guest can still keep [`ExecSession::wait`] waiting,
+//! so drop the session to give up. [`ExecRequest`]'s `Debug` output omits environment values, which
 //! may carry tokens.
 
 mod client;

@@ -176,3 +176,50 @@ fn connection_lost_before_exit_is_an_error() {
     assert!(matches!(r, Err(Error::ConnectionClosed)), "{r:?}");
     h.join().unwrap();
 }
+
+#[test]
+fn output_beyond_the_window_is_an_error() {
+    let mut reply = hello();
+    reply.extend(
+        Frame::Started {
+            pid: 9,
+            stdin_window: 10,
+        }
+        .to_bytes(),
+    );
+    // The client grants 128 KiB per stream; a guest sending 4 x 128 KiB without credit is
+    // refused instead of buffered.
+    for _ in 0..4 {
+        reply.extend(
+            Frame::Output {
+                stream: StreamId::Stdout,
+                data: vec![0; sbx_exec::MAX_DATA_CHUNK],
+            }
+            .to_bytes(),
+        );
+    }
+    let (_d, client, h) = fake_agent("flood", reply);
+    let client = client.window(sbx_exec::MAX_DATA_CHUNK as u32);
+    let r = within(move || {
+        let mut s = client.exec(ExecRequest::new(["x"])).unwrap();
+        // Nobody reads stdout, so no credit goes back.
+        std::thread::sleep(Duration::from_millis(100));
+        s.wait()
+    });
+    assert!(matches!(r, Err(Error::Protocol(_))), "{r:?}");
+    h.join().unwrap();
+}
+
+#[test]
+fn a_silent_agent_times_out() {
+    let dir = std::env::temp_dir().join(format!("sbx-exec-silent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("a.sock");
+    // Bound but never accepting: the connect succeeds (backlog), nothing ever answers.
+    let _l = UnixListener::bind(&path).unwrap();
+    let client = Client::unix(&path).start_timeout(Duration::from_millis(300));
+    let r = within(move || client.exec(ExecRequest::new(["x"])).map(|_| ()));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
