@@ -137,3 +137,26 @@ fn sigterm_without_main_command_shuts_down() {
         .expect("sandbox ended");
     assert_eq!(st.code(), Some(0));
 }
+
+#[test]
+fn switch_root_moves_to_the_new_root_before_serving() {
+    // The microVM path without a VM: start in the host's root, mount a fresh (empty) tmpfs as
+    // the "root device" and switch to it. The agent must then serve from inside that root,
+    // where no /bin/sh exists, with its standard mounts made there.
+    let sb = Sandbox::start_with(Opts {
+        host_root: true,
+        args: &["--init", "--root-device", "none", "--root-fstype", "tmpfs"],
+        ..Opts::default()
+    });
+    match sb
+        .client
+        .output(ExecRequest::new(["/bin/sh", "-c", "true"]))
+    {
+        Err(sbx_exec::Error::Remote {
+            kind: sbx_exec::RemoteErrorKind::Spawn,
+            message,
+        }) => assert!(message.contains("No such file"), "{message}"),
+        other => panic!("expected a spawn error in the empty root: {other:?}"),
+    }
+    assert!(std::path::Path::new("/bin/sh").exists());
+}

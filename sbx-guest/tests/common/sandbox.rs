@@ -105,6 +105,9 @@ pub struct Opts<'a> {
     pub args: &'a [&'a str],
     /// Listen on `/sock/exec.sock` inside the root instead of an inherited fd.
     pub listen_path: bool,
+    /// Start in the host's root (no chroot) with the agent binary as built; for tests that
+    /// move to another root themselves (switch_root).
+    pub host_root: bool,
 }
 
 impl Sandbox {
@@ -116,7 +119,13 @@ impl Sandbox {
         let dir = TempDir::new("sb");
         let root = dir.0.join("root");
         build_busybox_root(&root);
-        let agent = sbx_guest::install_agent(&root, Some(&agent_exe())).unwrap();
+        let argv0: Vec<std::ffi::OsString> = if opts.host_root {
+            vec![agent_exe().into_os_string()]
+        } else {
+            sbx_guest::install_agent(&root, Some(&agent_exe()))
+                .unwrap()
+                .argv
+        };
         let mut args: Vec<String> = vec![
             "--hostname".into(),
             "sbx-test".into(),
@@ -137,12 +146,12 @@ impl Sandbox {
             args.extend(["--listen-fd".into(), "3".into()]);
         }
         args.extend(opts.args.iter().map(|s| s.to_string()));
-        let argv = agent.command(&args);
         let mut cmd = Command::new("unshare");
-        cmd.args(["--pid", "--fork", "--mount", "--uts", "--kill-child"])
-            .arg(format!("--root={}", root.display()))
-            .args(&argv)
-            .stdin(Stdio::null());
+        cmd.args(["--pid", "--fork", "--mount", "--uts", "--kill-child"]);
+        if !opts.host_root {
+            cmd.arg(format!("--root={}", root.display()));
+        }
+        cmd.args(&argv0).args(&args).stdin(Stdio::null());
         if let Some(l) = &listener {
             let fd = l.as_raw_fd();
             // SAFETY: dup2/fcntl are async-signal-safe; `fd` stays open in the parent until
