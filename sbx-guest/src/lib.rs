@@ -39,6 +39,16 @@
 //! # }
 //! ```
 //!
+//! # In a microVM
+//!
+//! The initramfs carries the agent as `/init` (a `crt-static` build, or a dynamic one with its
+//! interpreter and libraries at their usual paths), busybox and the kernel modules. The kernel
+//! passes everything after `--` on its command line to `/init`, e.g.
+//! `rdinit=/init -- --dev devtmpfs --modules-dir /lib/modules/6.1.0-28-cloud-amd64
+//! --load-module virtio_mmio --load-module virtio_blk --load-module vmw_vsock_virtio_transport
+//! --root-device /dev/vda --vsock-port 52 --poweroff`, and the host connects with
+//! [`sbx_exec::HybridVsockTransport`].
+//!
 //! Flags: see [`USAGE`]. The agent finds itself in any binary through [`run_if_agent`]: when
 //! `argv[0]` is named `sbx-guest` (as [`install_agent`] arranges), or `SBX_GUEST_AGENT=1`.
 //!
