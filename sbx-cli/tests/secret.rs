@@ -100,6 +100,14 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // A file-store key cached after a passphrase prompt.
+        let path = self.secrets_dir().join("secrets.enc");
+        if let (Ok(cache), Ok(Some(id))) = (
+            KeyringStore::kernel(&format!("{}.file-key", self.namespace)),
+            sbx_secrets::FileStore::key_id_of(&path),
+        ) {
+            let _ = cache.delete(&sbx_secrets::Scope::Global, &id);
+        }
         if self.store != "keyring" {
             return;
         }
@@ -335,6 +343,11 @@ fn bad_input() {
         (
             "global_and_sandbox",
             &["secret", "set", "-g", "box", "github"],
+            Some("x"),
+        ),
+        (
+            "sandbox_named_global",
+            &["secret", "set", "global", "github"],
             Some("x"),
         ),
         (
@@ -736,4 +749,43 @@ fn terminal_prompts_hide_the_token_and_confirm_overwrite() {
     assert!(!out.contains("secondvalue"), "{out}");
     assert_eq!(env.listed()[0]["secret"], "ghp_...mnop");
     assert_eq!(env.run(&["secret", "rm", "-g", "github"], None).code, 0);
+}
+
+/// The file store on a terminal: the passphrase is asked twice for a new file, the derived key
+/// is cached in the kernel keyring, and later commands without a terminal or
+/// `SBX_SECRET_PASSPHRASE` use the cached key.
+#[test]
+fn file_store_passphrase_prompt_caches_the_key() {
+    if Env::keyring().is_none() {
+        return;
+    }
+    let mut env = Env::new("file");
+    env.passphrase = None;
+    let Some(mut pty) = Pty::spawn(&env, &["secret", "set", "-g", "mistral"]) else {
+        return;
+    };
+    pty.expect("Passphrase for ");
+    pty.send("prompted passphrase\n");
+    pty.expect("Repeat the passphrase: ");
+    pty.send("prompted passphrase\n");
+    pty.expect("Token for mistral (global): ");
+    pty.send("mistralvalue0123456789abcdefghijk\n");
+    let (code, out) = pty.finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("cached in the kernel keyring"), "{out}");
+    assert!(
+        !out.contains("prompted passphrase") && !out.contains("mistralvalue"),
+        "{out}"
+    );
+
+    // No terminal, no SBX_SECRET_PASSPHRASE: the cached key unlocks the file.
+    let listed = env.listed();
+    assert_eq!(listed[0]["secret"], "mist...hijk");
+    assert_eq!(listed[0]["store"], "file");
+    // The passphrase really protects the file: a wrong one is refused.
+    let mut c = env.cmd(&["secret", "ls"]);
+    c.env("SBX_SECRET_PASSPHRASE", "wrong");
+    c.env("SBX_SECRET_NAMESPACE", "sbx-clitest-no-cache");
+    assert_eq!(env.run_with(c, None).code, 1);
+    assert_eq!(env.run(&["secret", "rm", "-g", "mistral"], None).code, 0);
 }

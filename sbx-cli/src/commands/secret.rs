@@ -134,7 +134,7 @@ fn scope_and_name(global: bool, args: &[String], what: &str) -> anyhow::Result<(
     match (global, args) {
         (true, [name]) => Ok((Scope::Global, name.clone())),
         (true, [_, _]) => bail!("give either -g or a SANDBOX, not both"),
-        (false, [sandbox, name]) => Ok((Scope::sandbox(sandbox)?, name.clone())),
+        (false, [sandbox, name]) => Ok((sandbox_scope(sandbox)?, name.clone())),
         (false, [_]) => {
             bail!("say where the secret applies: -g {what} for all sandboxes, or SANDBOX {what}")
         }
@@ -146,9 +146,17 @@ fn custom_scope(global: bool, sandbox: Option<&str>) -> anyhow::Result<Scope> {
     match (global, sandbox) {
         (true, None) => Ok(Scope::Global),
         (true, Some(_)) => bail!("give either -g or a SANDBOX, not both"),
-        (false, Some(s)) => Ok(Scope::sandbox(s)?),
+        (false, Some(s)) => sandbox_scope(s),
         (false, None) => bail!("say where the secret applies: -g for all sandboxes, or SANDBOX"),
     }
+}
+
+/// A sandbox scope; `global` is refused so that listings cannot confuse the two.
+fn sandbox_scope(name: &str) -> anyhow::Result<Scope> {
+    if name == "global" {
+        bail!("`global` is not a sandbox name here; use -g for all sandboxes");
+    }
+    Ok(Scope::sandbox(name)?)
 }
 
 fn scope_text(scope: &Scope) -> String {
