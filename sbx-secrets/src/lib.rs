@@ -16,6 +16,20 @@
 //! - [`SERVICES`]: built-in services (`github`, `copilot`, `anthropic`, `openai`, `google`,
 //!   `mistral`, `groq`, `xai`, `aws`) with their hosts, header format and token shape.
 //!
+//! # Seam with the proxy
+//! sbx-net defines its own `CredentialProvider` (name -> `SecretString`) and does not depend on
+//! this crate; [`SandboxSecrets`] has exactly that shape, so the composing binary adapts it in
+//! a few lines:
+//!
+//! ```text
+//! struct Provider(sbx_secrets::SandboxSecrets);
+//! impl sbx_net::CredentialProvider for Provider {
+//!     fn secret(&self, name: &str) -> Option<SecretString> { self.0.secret(name) }
+//! }
+//! ```
+//! and turns each [`Binding`] into an `sbx_net::Credential` with `Sentinel::new(sentinel)`
+//! and the binding's hosts.
+//!
 //! # Which store holds what
 //! | store | where | lifetime | locked when |
 //! |---|---|---|---|
@@ -78,7 +92,7 @@ pub use error::{Error, Result};
 pub use model::{
     normalize_host, validate_env, validate_name, SandboxName, Scope, SecretEntry, SecretKind,
 };
-pub use secrets::{kinds_in, Binding, CustomSecret, Listed, Masked, Secrets};
+pub use secrets::{kinds_in, Binding, CustomSecret, Listed, Masked, SandboxSecrets, Secrets};
 pub use sentinel::{random_alnum, Placeholder, Sentinel, MIN_SENTINEL_LEN};
 pub use services::{HeaderFormat, Service, SERVICES};
 pub use store::{

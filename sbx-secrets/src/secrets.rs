@@ -385,6 +385,38 @@ impl Secrets {
     }
 }
 
+/// The secrets of one sandbox, as a proxy's credential provider needs them: a name in, the
+/// effective value (sandbox scope, else global) out. Cheap to clone; `Send + Sync + 'static`.
+#[derive(Clone, Debug)]
+pub struct SandboxSecrets {
+    secrets: Arc<Secrets>,
+    sandbox: SandboxName,
+}
+
+impl SandboxSecrets {
+    /// A view of `secrets` for `sandbox`.
+    pub fn new(secrets: Arc<Secrets>, sandbox: SandboxName) -> SandboxSecrets {
+        SandboxSecrets { secrets, sandbox }
+    }
+
+    /// The sandbox.
+    pub fn sandbox(&self) -> &SandboxName {
+        &self.sandbox
+    }
+
+    /// The value for `name`, or `None` when there is none or the store fails (the failure is
+    /// logged, without the value). This is the shape of sbx-net's `CredentialProvider::secret`.
+    pub fn secret(&self, name: &str) -> Option<SecretString> {
+        match self.secrets.resolve(&self.sandbox, name) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(sandbox = %self.sandbox.as_str(), name, "secret lookup failed: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// Stores of every kind an entry of `kinds` might name, for callers that open extra stores.
 pub fn kinds_in(entries: &[SecretEntry]) -> Vec<StoreKind> {
     let mut v: Vec<StoreKind> = entries.iter().map(|e| e.store).collect();

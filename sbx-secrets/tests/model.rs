@@ -270,3 +270,26 @@ fn custom_placeholders() {
         assert!(Placeholder::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn sandbox_view_resolves_with_override() {
+    fn provider<T: Send + Sync + 'static>(_: &T) {}
+    let s = Secrets::in_memory();
+    s.set_service(&Scope::Global, "github", &tok("global-token"), false)
+        .unwrap();
+    s.set_service(
+        &Scope::sandbox("a").unwrap(),
+        "github",
+        &tok("a-token"),
+        false,
+    )
+    .unwrap();
+    let s = Arc::new(s);
+    let a = sbx_secrets::SandboxSecrets::new(s.clone(), SandboxName::new("a").unwrap());
+    let b = sbx_secrets::SandboxSecrets::new(s, SandboxName::new("b").unwrap());
+    provider(&a);
+    assert_eq!(a.secret("github").unwrap().expose_secret(), "a-token");
+    assert_eq!(b.secret("github").unwrap().expose_secret(), "global-token");
+    assert!(a.secret("openai").is_none());
+    assert!(!format!("{a:?}").contains("token"));
+}
