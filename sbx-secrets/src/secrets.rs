@@ -260,7 +260,21 @@ impl Secrets {
         }
         let store = self.store();
         let previous = store.get(scope, name)?;
-        store.set(scope, name, token)?;
+        let restore = || {
+            let restored = match &previous {
+                Some(v) => store.set(scope, name, v),
+                None => store.delete(scope, name).map(|_| ()),
+            };
+            if restored.is_err() {
+                tracing::error!(%scope, name, store = %store.kind(), "could not roll back a failed secret write");
+            }
+        };
+        // A store may fail half-way (keyutils: added to the session keyring, then the link
+        // into the persistent keyring fails): put the old state back.
+        if let Err(e) = store.set(scope, name, token) {
+            restore();
+            return Err(e);
+        }
         let entry = SecretEntry {
             scope: scope.clone(),
             name: name.to_string(),
@@ -269,13 +283,7 @@ impl Secrets {
             updated: now(),
         };
         if let Err(e) = self.catalog.upsert(entry.clone()) {
-            let restored = match &previous {
-                Some(v) => store.set(scope, name, v),
-                None => store.delete(scope, name).map(|_| ()),
-            };
-            if restored.is_err() {
-                tracing::error!(%scope, name, store = %store.kind(), "could not roll back a secret after the catalog write failed");
-            }
+            restore();
             return Err(e);
         }
         // An entry that moved stores leaves no copy behind in the old one.

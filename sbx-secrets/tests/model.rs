@@ -293,3 +293,60 @@ fn sandbox_view_resolves_with_override() {
     assert!(a.secret("openai").is_none());
     assert!(!format!("{a:?}").contains("token"));
 }
+
+/// A store whose `set` writes the value and then fails, like keyutils adding a key to the
+/// session keyring and failing to link it into the persistent one.
+#[derive(Debug, Default)]
+struct HalfWrite {
+    inner: MemoryStore,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl sbx_secrets::SecretStore for HalfWrite {
+    fn kind(&self) -> sbx_secrets::StoreKind {
+        sbx_secrets::StoreKind::Memory
+    }
+    fn describe(&self) -> String {
+        "half-write test store".into()
+    }
+    fn get(&self, scope: &Scope, name: &str) -> sbx_secrets::Result<Option<SecretString>> {
+        self.inner.get(scope, name)
+    }
+    fn set(&self, scope: &Scope, name: &str, value: &SecretString) -> sbx_secrets::Result<()> {
+        self.inner.set(scope, name, value)?;
+        if self.fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Random);
+        }
+        Ok(())
+    }
+    fn delete(&self, scope: &Scope, name: &str) -> sbx_secrets::Result<bool> {
+        self.inner.delete(scope, name)
+    }
+}
+
+#[test]
+fn a_half_written_value_is_rolled_back() {
+    use sbx_secrets::SecretStore;
+    let store = Arc::new(HalfWrite::default());
+    let s = Secrets::new(Catalog::in_memory(), store.clone());
+    s.set_service(&Scope::Global, "openai", &tok("old-value"), false)
+        .unwrap();
+    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(s
+        .set_service(&Scope::Global, "openai", &tok("new-value"), true)
+        .is_err());
+    assert_eq!(
+        s.get(&Scope::Global, "openai")
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
+        "old-value"
+    );
+    // A new secret whose write fails leaves nothing behind.
+    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(s
+        .set_service(&Scope::Global, "groq", &tok("value"), false)
+        .is_err());
+    assert!(store.get(&Scope::Global, "groq").unwrap().is_none());
+    assert_eq!(s.list().unwrap().len(), 1);
+}
