@@ -525,8 +525,10 @@ fn open_file_store(interactive: bool) -> anyhow::Result<FileStore> {
     let new = !path.exists();
     let pass = rpassword::prompt_password(format!("Passphrase for {}: ", path.display()))?;
     if new {
-        let again = rpassword::prompt_password("Repeat the passphrase: ")?;
-        if again != pass {
+        let mut again = rpassword::prompt_password("Repeat the passphrase: ")?;
+        let same = again == pass;
+        sbx_secrets::secrecy::zeroize::Zeroize::zeroize(&mut again);
+        if !same {
             bail!("the passphrases differ; nothing was written");
         }
     }
