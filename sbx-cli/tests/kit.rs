@@ -10,6 +10,8 @@ fn sbx(args: &[&str]) -> Output {
         .args(args)
         .current_dir(kit_dir)
         .env_remove("SBX_LOG")
+        // Help text wraps at the terminal width; pin it for the snapshots.
+        .env("COLUMNS", "100")
         .output()
         .unwrap()
 }
