@@ -116,3 +116,60 @@ async fn request_bodies_are_forwarded_and_counted() {
     let ups: Vec<u64> = tp.records().iter().map(|r| r.bytes_up).collect();
     assert_eq!(ups, vec![100_000, 100_000, 11]);
 }
+
+#[tokio::test]
+async fn bypass_tunnels_carry_non_tls_protocols() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = TestPki::new();
+    let plain = plain_upstream().await;
+    let mut p = Policy::new(Preset::DenyAll);
+    p.bypass(&Scope::Global, "raw.test").unwrap();
+    let tp = start_proxy(&pki, p, &["raw.test"], |c| c).await;
+    let (status, mut s) = connect(tp.addr(), &format!("raw.test:{}", plain.port())).await;
+    assert_eq!(status, 200);
+    s.write_all(b"GET /raw HTTP/1.1\r\nHost: raw.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("upstream saw /raw"));
+}
+
+#[tokio::test]
+async fn dropping_the_proxy_closes_open_tunnels() {
+    use tokio::io::AsyncReadExt;
+    let pki = TestPki::new();
+    let up = tls_upstream(pki.leaf(&["api.test", "pinned.test"], false)).await;
+    let mut p = Policy::new(Preset::DenyAll);
+    p.allow(&Scope::Global, "api.test").unwrap();
+    p.bypass(&Scope::Global, "pinned.test").unwrap();
+    let tp = start_proxy(&pki, p, &["api.test", "pinned.test"], |c| c).await;
+    let (_, s1) = connect(tp.addr(), &format!("api.test:{}", up.port())).await;
+    let mut intercepted = tls_connect(s1, "api.test", tp.ca.cert_der(), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (_, s2) = connect(tp.addr(), &format!("pinned.test:{}", up.port())).await;
+    let mut bypassed = tls_connect(s2, "pinned.test", &pki.ca_der, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let addr = tp.addr();
+    drop(tp);
+    let mut buf = [0u8; 16];
+    let t = std::time::Duration::from_secs(5);
+    let r1 = tokio::time::timeout(t, intercepted.read(&mut buf)).await;
+    assert!(
+        matches!(r1, Ok(Ok(0)) | Ok(Err(_))),
+        "intercepted tunnel still open: {r1:?}"
+    );
+    let r2 = tokio::time::timeout(t, bypassed.read(&mut buf)).await;
+    assert!(
+        matches!(r2, Ok(Ok(0)) | Ok(Err(_))),
+        "bypass tunnel still open: {r2:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener still open"
+    );
+}

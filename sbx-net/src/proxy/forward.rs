@@ -318,7 +318,7 @@ async fn forward(
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let idle = shared.limits.idle_timeout;
             let record = record.clone();
-            tokio::spawn(async move {
+            shared.spawn(async move {
                 if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
                     let (up, down) = splice(TokioIo::new(c), TokioIo::new(u), idle).await;
                     record

@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::{ClientConfig, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::config::{Limits, ProxyConfig, Resolve, SocketAddrOrIp};
@@ -42,6 +42,7 @@ pub(crate) struct Shared {
     pub(crate) local: SocketAddr,
     pub(crate) server_configs: Mutex<HashMap<Host, Arc<ServerConfig>>>,
     active: AtomicUsize,
+    stop: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -51,6 +52,20 @@ impl Shared {
             Ok(p) => p.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// Spawns a connection task that ends when the proxy is dropped.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = task => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
     }
 
     /// Whether connecting to `addr` would reach this proxy's own listener.
@@ -78,8 +93,8 @@ impl Drop for ConnGuard {
 
 /// A running egress proxy.
 ///
-/// The proxy runs on the caller's tokio runtime. Dropping it stops accepting new
-/// connections; connections already open finish on their own (bounded by the idle timeout).
+/// The proxy runs on the caller's tokio runtime. Dropping it stops accepting and closes every
+/// connection and tunnel it was serving.
 pub struct Proxy {
     shared: Arc<Shared>,
     accept: JoinHandle<()>,
@@ -119,6 +134,7 @@ impl Proxy {
             local,
             server_configs: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
+            stop: watch::channel(false).0,
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         tracing::info!(%local, sandbox = %shared.sandbox, "egress proxy listening");
@@ -167,6 +183,8 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
+        // Ends every connection and tunnel task of this proxy.
+        self.shared.stop.send_replace(true);
     }
 }
 
@@ -192,7 +210,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             _permit: permit,
             shared: shared.clone(),
         });
-        tokio::spawn(serve_client(shared.clone(), guard, stream));
+        shared.spawn(serve_client(shared.clone(), guard, stream));
     }
 }
 

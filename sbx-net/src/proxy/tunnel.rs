@@ -96,7 +96,8 @@ pub(crate) async fn handle_connect(
     rec.decision = Verdict::Allow;
     rec.status = Some(200);
     let on_upgrade = hyper::upgrade::on(req);
-    tokio::spawn(async move {
+    let task_shared = shared.clone();
+    task_shared.spawn(async move {
         let _guard = guard;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
