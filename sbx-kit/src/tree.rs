@@ -203,10 +203,18 @@ fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
                 .chain(std::iter::once(c.to_ascii_lowercase()))
         })
         .collect();
-    format!(
-        "the document is too large or too complex ({} over the limit for a spec.yaml; anchors and aliases are limited to stop alias bombs)",
-        name.trim()
-    )
+    let name = name.trim();
+    match name {
+        "documents" => {
+            "a spec.yaml holds exactly one YAML document; remove the `---` separator and what follows"
+                .to_owned()
+        }
+        "depth" => "the document is nested too deeply for a spec.yaml".to_owned(),
+        n if n.contains("alias") || n.contains("anchor") || n.contains("merge") => format!(
+            "the document is too large or too complex ({n} over the limit; anchors and aliases are limited to stop alias bombs)"
+        ),
+        n => format!("the document is too large or too complex ({n} over the limit for a spec.yaml)"),
+    }
 }
 
 /// A parse failure: where and what.
@@ -234,9 +242,14 @@ pub(crate) fn parse(src: &str) -> Result<Node, SyntaxError> {
         }
         let message = match inner {
             serde_saphyr::Error::Budget { breach, .. } => budget_message(breach),
-            other => serde_saphyr::UserMessageFormatter
-                .format_message(other)
-                .into_owned(),
+            other => {
+                let m = serde_saphyr::UserMessageFormatter.format_message(other);
+                if m.contains("tab") {
+                    format!("{m} (YAML indents with spaces, not tabs)")
+                } else {
+                    m.into_owned()
+                }
+            }
         };
         let message: String = message
             .chars()

@@ -561,9 +561,19 @@ impl<'a> Validator<'a> {
 
     /// A non-empty list of non-empty strings.
     fn argv(&mut self, node: &Node, path: &str, what: &str) -> Option<Vec<String>> {
-        let Value::Seq(items) = &node.value else {
-            self.expected(node, path, what);
-            return None;
+        let items = match &node.value {
+            Value::Seq(items) => items,
+            Value::Str(line) if !line.trim().is_empty() => {
+                let message = format!("expected {what}, found a string");
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let hint = format!("write it as a list: [{}]", words.join(", "));
+                self.error(node.pos, path, message, Some(hint));
+                return None;
+            }
+            _ => {
+                self.expected(node, path, what);
+                return None;
+            }
         };
         if items.is_empty() {
             let message = format!("the list is empty; expected {what}");
