@@ -108,12 +108,33 @@ pub struct NetworkSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bypass_domains: Vec<DomainPattern>,
     /// Domain to the service whose credential is injected there. Such a domain is allowed too.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    // A list, not a map, to keep the order written; the validator keeps domains unique.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "serialize_pairs"
+    )]
     #[schemars(with = "BTreeMap<DomainPattern, ServiceName>")]
-    pub service_domains: BTreeMap<DomainPattern, String>,
+    pub service_domains: Vec<(DomainPattern, String)>,
+}
+
+/// A list of unique-keyed pairs, written as the mapping it was read from.
+fn serialize_pairs<S: serde::Serializer>(
+    pairs: &[(DomainPattern, String)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
 impl NetworkSpec {
+    /// The service bound to exactly `domain` in this kit, if any.
+    pub fn service_for(&self, domain: &DomainPattern) -> Option<&str> {
+        self.service_domains
+            .iter()
+            .find(|(d, _)| d == domain)
+            .map(|(_, s)| s.as_str())
+    }
+
     /// Whether the section says nothing.
     pub fn is_empty(&self) -> bool {
         self.allowed_domains.is_empty()

@@ -27,7 +27,7 @@ fn every_template_validates_and_is_an_agent() {
             .unwrap()
             .contains(&format!("name: {name}\n")));
         // Every service a template binds has a credential the sandbox sees as a sentinel.
-        for service in kit.spec().network.service_domains.values() {
+        for (_, service) in &kit.spec().network.service_domains {
             assert!(
                 kit.spec().credentials.contains_key(service),
                 "{name}: {service}"
