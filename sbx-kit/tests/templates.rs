@@ -146,3 +146,20 @@ fn every_valid_mixin_fixture_applies_to_every_template() {
         }
     }
 }
+
+#[test]
+fn a_spec_serializes_in_its_yaml_shape() {
+    let v = serde_json::to_value(template("copilot").unwrap().spec()).unwrap();
+    assert_eq!(v["schemaVersion"], "1");
+    assert_eq!(v["kind"], "agent");
+    assert_eq!(v["network"]["serviceDomains"]["api.github.com"], "github");
+    assert_eq!(v["credentials"]["github"]["env"], "GH_TOKEN");
+    assert_eq!(v["commands"]["install"][0]["user"], "root");
+    // Order as written in the template (serde_json::Value would sort; the text does not).
+    let text = serde_json::to_string(template("copilot").unwrap().spec()).unwrap();
+    let at = |s: &str| text.find(s).unwrap();
+    assert!(
+        at("\"api.github.com\"") < at("\"api.business.githubcopilot.com\""),
+        "{text}"
+    );
+}
