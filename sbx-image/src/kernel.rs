@@ -15,7 +15,7 @@ use crate::manifest::{self, ImageKind, Manifest, PackageVersion};
 use crate::modules::ModuleSet;
 use crate::recipe::{cache_key, KernelRecipe, FORMAT};
 use crate::rootfs::now_unix;
-use crate::steps::{Ctx, Progress};
+use crate::steps::{Ctx, Progress, BUILD_LOG};
 use crate::store::{Image, Store};
 use crate::BuildOptions;
 
@@ -246,7 +246,8 @@ impl Store {
         let _ = std::fs::remove_dir_all(tmp.join("work"));
         match res {
             Ok(()) => {
-                ctx.step("install the image");
+                ctx.step("install the image (removing the one it replaces)");
+                ctx.copy_log(&tmp.join(BUILD_LOG))?;
                 self.install(&tmp, ImageKind::Kernel, &recipe.name, &key)
             }
             Err(e) => {
@@ -336,7 +337,7 @@ impl Store {
             tree: None,
             kernel_release: Some(release),
             modules: Some(set),
-            log: ctx.log_path().to_owned(),
+            log: self.image_dir(ImageKind::Kernel, key).join(BUILD_LOG),
         }
         .write(tmp)
     }

@@ -26,7 +26,8 @@
 //! Builds run in a `.build-*` directory under a lock and are renamed into place; a
 //! `<kind>-<name>.current` file names the image in use. A failed build removes its temporary
 //! directory, leaves the current image as it was, and returns [`Error::Build`] with the step
-//! and the path of the kept build log (`logs/<kind>-<name>.log`).
+//! and the path of the kept build log (`logs/<kind>-<name>.log`, the
+//! latest build's; a finished image keeps its own as `build.log`).
 //!
 //! Users can bring their own kernel, initramfs or root ([`GuestPaths`]).
 //!

@@ -84,7 +84,7 @@ pub struct Manifest {
     pub kernel_release: Option<String>,
     /// Modules in the initramfs, and the wanted ones built into the kernel.
     pub modules: Option<ModuleSet>,
-    /// The build log.
+    /// The log of this build (`build.log` in the image directory).
     pub log: PathBuf,
 }
 

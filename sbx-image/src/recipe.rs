@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped when the build procedure changes in a way that changes the output.
-pub(crate) const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 3;
 
 /// The Debian root filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,6 +22,9 @@ pub struct Step<'a> {
     pub detail: Option<&'a str>,
 }
 
+/// The build log's name inside a finished image.
+pub(crate) const BUILD_LOG: &str = "build.log";
+
 /// Receives [`Step`]s as a build goes.
 pub type Progress<'a> = &'a mut dyn FnMut(&Step<'_>);
 
@@ -52,8 +55,12 @@ impl<'p> Ctx<'p> {
         })
     }
 
-    pub(crate) fn log_path(&self) -> &Path {
-        &self.log_path
+    /// Copies the log so far to `to` (the image keeps the log of its own build).
+    pub(crate) fn copy_log(&mut self, to: &Path) -> Result<()> {
+        let _ = self.log.flush();
+        std::fs::copy(&self.log_path, to)
+            .map(|_| ())
+            .map_err(Error::io("copy the build log", to))
     }
 
     /// Starts the next step.

@@ -253,6 +253,12 @@ fn rootfs_has_the_user_host_files_and_an_ext4_image() {
         .find(|f| f.path == "rootfs.ext4")
         .unwrap();
     assert_eq!(entry.size, std::fs::metadata(&ext4).unwrap().len());
+    let log = std::fs::read_to_string(&img.manifest.log).unwrap();
+    assert!(
+        log.contains("=== step 2/6: install packages (mmdebstrap)"),
+        "{log}"
+    );
+    assert!(img.manifest.log.starts_with(&img.dir));
 }
 
 /// Starts a namespace sandbox on the image with this binary as its agent (PID 1).
