@@ -16,7 +16,10 @@ fn diagnose_reports_kvm_and_data_dir() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("kvm:"), "{text}");
-    assert!(text.contains("data dir:        /tmp/sbx-cli-test-home"), "{text}");
+    assert!(
+        text.contains("data dir:        /tmp/sbx-cli-test-home"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -37,5 +40,8 @@ fn unknown_subcommand_is_a_usage_error() {
     let out = sbx().arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("unrecognized subcommand 'frobnicate'"), "{err}");
+    assert!(
+        err.contains("unrecognized subcommand 'frobnicate'"),
+        "{err}"
+    );
 }
