@@ -132,6 +132,11 @@ pub(crate) async fn handle_intercepted(
     rec.host = ctx.host.to_string();
     rec.port = ctx.port;
     rec.sni = ctx.sni.clone();
+    if req.method() == http::Method::CONNECT {
+        // No tunnels inside tunnels.
+        rec.method = Some("CONNECT".into());
+        return finish_refusal(shared, rec, StatusCode::BAD_REQUEST, Reason::BadRequest);
+    }
     let target = Target {
         host: &ctx.host,
         port: ctx.port,

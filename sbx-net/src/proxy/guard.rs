@@ -35,6 +35,33 @@ enum State {
     Passthrough,
 }
 
+/// Whether the guard stops inspecting after this request: a `CONNECT` or any request with an
+/// `Upgrade` header. If such a request is not switched (`200` to CONNECT, `101` to an
+/// upgrade), the response must close the connection ([`close_unless_switched`]), or later
+/// requests on it would reach hyper unguarded.
+pub(crate) fn starts_passthrough<B>(req: &http::Request<B>) -> bool {
+    req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE)
+}
+
+/// Adds `Connection: close` to a response that does not switch a passthrough request.
+pub(crate) fn close_unless_switched<B>(
+    passthrough: bool,
+    connect: bool,
+    resp: &mut http::Response<B>,
+) {
+    let switched = if connect {
+        resp.status().is_success()
+    } else {
+        resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+    };
+    if passthrough && !switched {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+}
+
 /// Wraps the client side of an HTTP/1.x server connection.
 pub(crate) struct H1Guard<T> {
     inner: T,

@@ -18,7 +18,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::config::{Limits, ProxyConfig, Resolve, SocketAddrOrIp};
-use super::guard::H1Guard;
+use super::guard::{close_unless_switched, starts_passthrough, H1Guard};
 use super::io::{idle_expired, Activity, CountingIo, ProxyBody};
 use super::upstream::client_configs;
 use super::{forward, tunnel};
@@ -226,7 +226,13 @@ async fn serve_client(shared: Arc<Shared>, guard: Arc<ConnGuard>, stream: TcpStr
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = svc_shared.clone();
         let guard = svc_guard.clone();
-        async move { Ok::<_, Infallible>(handle_outer(shared, guard, req).await) }
+        async move {
+            let passthrough = starts_passthrough(&req);
+            let connect = req.method() == Method::CONNECT;
+            let mut resp = handle_outer(shared, guard, req).await;
+            close_unless_switched(passthrough, connect, &mut resp);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut builder = http1::Builder::new();
     builder

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::forward::{self, TunnelCtx};
-use super::guard::H1Guard;
+use super::guard::{close_unless_switched, starts_passthrough, H1Guard};
 use super::io::{empty, idle_expired, refusal, splice, Activity, CountingIo, ProxyBody};
 use super::server::{ConnGuard, Shared};
 use super::upstream::{connect_tcp, resolve_checked, Upstream};
@@ -300,7 +300,14 @@ async fn intercept<T>(
     let activity = Activity::new();
     let service = service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(forward::handle_intercepted(ctx, req).await) }
+        async move {
+            // Only the HTTP/1 leg has a framing guard (and `Connection` is not HTTP/2).
+            let h1_passthrough = !h2 && starts_passthrough(&req);
+            let connect = req.method() == http::Method::CONNECT;
+            let mut resp = forward::handle_intercepted(ctx, req).await;
+            close_unless_switched(h1_passthrough, connect, &mut resp);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let served = async {
         if h2 {
