@@ -382,6 +382,25 @@ mod tests {
     }
 
     #[test]
+    fn split_reads_give_the_same_result() {
+        let input: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nxyGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 1..input.len() {
+            let mut g = H1Guard::new((), 64 * 1024);
+            g.feed(&input[..cut]);
+            g.feed(&input[cut..]);
+            assert!(!g.failed, "cut at {cut}");
+            assert_eq!(&g.ready[..], input, "cut at {cut}");
+        }
+        let bad: &[u8] = b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n";
+        for cut in 1..bad.len() {
+            let mut g = H1Guard::new((), 64 * 1024);
+            g.feed(&bad[..cut]);
+            g.feed(&bad[cut..]);
+            assert!(g.failed, "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn connect_switches_to_passthrough() {
         let input = b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n\x16\x03\x01\nraw\n";
         assert_eq!(run(input), (input.to_vec(), false));
