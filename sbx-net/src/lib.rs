@@ -92,8 +92,10 @@
 //!   are marked sensitive, and no `Debug`, error or log line carries a value.
 //! - **Framing is strict.** An HTTP/1 guard in front of hyper rejects bare `LF`,
 //!   `Content-Length` with `Transfer-Encoding`, duplicate `Content-Length` and
-//!   non-`chunked` transfer codings with `400` before anything is forwarded; requests are
-//!   re-serialised upstream, so upstream framing never follows the client's bytes.
+//!   non-`chunked` transfer codings with `400` before anything is forwarded; a `CONNECT` or
+//!   `Upgrade` request that is not switched closes the connection, so nothing pipelined
+//!   behind it is parsed leniently; requests are re-serialised upstream, so upstream framing
+//!   never follows the client's bytes.
 //! - **Bounded resources.** Connection cap, request-head size, header read, TLS handshake,
 //!   connect and idle timeouts, and an HTTP/2 stream cap ([`Limits`]).
 //!
