@@ -246,7 +246,7 @@ impl Store {
         let _ = std::fs::remove_dir_all(tmp.join("work"));
         match res {
             Ok(()) => {
-                ctx.step("install the image (removing the one it replaces)");
+                ctx.step("install the image");
                 ctx.copy_log(&tmp.join(BUILD_LOG))?;
                 self.install(&tmp, ImageKind::Kernel, &recipe.name, &key)
             }

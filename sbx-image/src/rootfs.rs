@@ -164,7 +164,7 @@ impl Store {
         let res = self.build_rootfs_in(&mut ctx, recipe, &tmp, &key, started);
         match res {
             Ok(()) => {
-                ctx.step("install the image (removing the one it replaces)");
+                ctx.step("install the image");
                 ctx.copy_log(&tmp.join(BUILD_LOG))?;
                 self.install(&tmp, ImageKind::Rootfs, &recipe.name, &key)
             }
