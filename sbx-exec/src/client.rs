@@ -72,8 +72,9 @@ impl Client {
         self
     }
 
-    /// Starts a command. Returns once the agent has started it (or failed to).
-    pub fn exec(&self, request: ExecRequest) -> Result<ExecSession> {
+    /// Connects, sends the request (and stdin EOF when `close_stdin`), and waits for
+    /// `Started`. With `collect`, output is credited back as soon as it arrives.
+    fn start(&self, request: ExecRequest, close_stdin: bool, collect: bool) -> Result<Begun> {
         let mut sock = self.transport.connect()?;
         let mut out = Vec::new();
         Frame::Hello {
@@ -85,6 +86,9 @@ impl Client {
             window: self.window,
         }
         .encode(&mut out);
+        if close_stdin {
+            Frame::StdinEof.encode(&mut out);
+        }
         sock.set_stream_read_timeout(Some(self.start_timeout))?;
         sock.write_all(&out)?;
         let mut dec = FrameDecoder::new();
@@ -96,19 +100,15 @@ impl Client {
         };
         sock.set_stream_read_timeout(None)?;
         let writer = sock.try_clone_stream()?;
+        let buf = || OutBuf {
+            allowed: u64::from(self.window),
+            collect,
+            ..OutBuf::default()
+        };
         let shared = Arc::new(Shared {
             writer: Mutex::new(writer),
             state: Mutex::new(State {
-                out: [
-                    OutBuf {
-                        allowed: u64::from(self.window),
-                        ..OutBuf::default()
-                    },
-                    OutBuf {
-                        allowed: u64::from(self.window),
-                        ..OutBuf::default()
-                    },
-                ],
+                out: [buf(), buf()],
                 stdin_credit: u64::from(stdin_window),
                 exit: None,
                 failure: None,
@@ -116,11 +116,27 @@ impl Client {
             cond: Condvar::new(),
             window: self.window,
         });
+        tracing::debug!(pid, "exec started");
+        Ok(Begun {
+            sock,
+            dec,
+            shared,
+            pid,
+        })
+    }
+
+    /// Starts a command. Returns once the agent has started it (or failed to).
+    pub fn exec(&self, request: ExecRequest) -> Result<ExecSession> {
+        let Begun {
+            sock,
+            dec,
+            shared,
+            pid,
+        } = self.start(request, false, false)?;
         let reader_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("sbx-exec-reader".into())
             .spawn(move || reader_loop(&reader_shared, sock, dec))?;
-        tracing::debug!(pid, "exec started");
         Ok(ExecSession {
             pid,
             stdin: Some(ExecStdin {
@@ -138,45 +154,33 @@ impl Client {
         })
     }
 
-    /// Runs a command with empty stdin and collects its output.
+    /// Runs a command with empty stdin and collects its output. Runs entirely in the calling
+    /// thread (no helper thread), which makes it the fastest way to run a short command.
     pub fn output(&self, request: ExecRequest) -> Result<Output> {
-        let mut s = self.exec(request)?;
-        s.close_stdin();
-        // Hold the stream handles so the session does not discard the output; collect both
-        // streams here directly (no extra thread).
-        let _streams = (s.take_stdout(), s.take_stderr());
-        let shared = Arc::clone(&s.shared);
-        let mut bufs = [Vec::new(), Vec::new()];
+        let Begun {
+            sock, dec, shared, ..
+        } = self.start(request, true, true)?;
+        reader_loop(&shared, sock, dec);
         let mut st = shared.lock();
-        loop {
-            let mut grants = [0u32; 2];
-            for (i, ob) in st.out.iter_mut().enumerate() {
-                while let Some(c) = ob.chunks.pop_front() {
-                    bufs[i].extend_from_slice(&c[ob.front_pos..]);
-                    grants[i] += (c.len() - ob.front_pos) as u32;
-                    ob.front_pos = 0;
-                }
+        let Some(status) = st.exit else {
+            return Err(st
+                .failure
+                .as_ref()
+                .map_or(Error::ConnectionClosed, Failure::to_error));
+        };
+        let [stdout, stderr] = [0, 1].map(|i| {
+            let ob = &mut st.out[i];
+            let mut v = Vec::with_capacity(ob.chunks.iter().map(Vec::len).sum());
+            for c in ob.chunks.drain(..) {
+                v.extend_from_slice(&c);
             }
-            if grants != [0, 0] {
-                drop(st);
-                shared.credit(StreamId::Stdout, grants[0]);
-                shared.credit(StreamId::Stderr, grants[1]);
-                st = shared.lock();
-                continue;
-            }
-            if let Some(status) = st.exit {
-                let [stdout, stderr] = bufs;
-                return Ok(Output {
-                    status,
-                    stdout,
-                    stderr,
-                });
-            }
-            if let Some(f) = &st.failure {
-                return Err(f.to_error());
-            }
-            st = shared.cond.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
+            v
+        });
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     /// Asks the agent to shut the sandbox down (stop every process, then exit or power off).
@@ -239,6 +243,8 @@ struct OutBuf {
     /// Bytes the agent may still send (granted and not yet used): a guest that ignores its
     /// window cannot make the host buffer without bound.
     allowed: u64,
+    /// Collected by [`Client::output`]: credited back on arrival.
+    collect: bool,
     chunks: VecDeque<Vec<u8>>,
     front_pos: usize,
     eof: bool,
@@ -268,6 +274,14 @@ impl Failure {
             },
         }
     }
+}
+
+/// A started exec before its reader runs.
+struct Begun {
+    sock: Box<dyn Stream>,
+    dec: FrameDecoder,
+    shared: Arc<Shared>,
+    pid: u32,
 }
 
 struct State {
@@ -338,6 +352,10 @@ impl Shared {
                 if ob.discard {
                     drop(st);
                     self.credit(stream, data.len() as u32);
+                } else if ob.collect {
+                    ob.chunks.push_back(data);
+                    drop(st);
+                    self.credit(stream, n as u32);
                 } else if !data.is_empty() {
                     ob.chunks.push_back(data);
                     drop(st);
