@@ -47,11 +47,11 @@ mod vcpu;
 mod vm;
 
 pub use arch::x86_64::boot::{EntryPoint, KernelKind};
+pub use devices::virtio::vsock::connect_guest_port;
+pub use devices::virtio::VsockConfig;
 pub use error::{BootError, Error, MemoryError, Result};
 pub use exit::{CrashReport, VmExit};
 pub use kvm_detect::{detect_kvm, KvmKind, KvmSupport};
 pub use metrics::{VmMetrics, VmMetricsSnapshot};
-pub use devices::virtio::vsock::connect_guest_port;
-pub use devices::virtio::VsockConfig;
 pub use vcpu::kick_signal;
 pub use vm::{ConsoleInput, DiskConfig, StopHandle, Vm, VmBuilder, VmConfig, MAX_VCPUS};
