@@ -1,5 +1,6 @@
 //! The `sbx` binary as users run it.
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 fn sbx() -> Command {
@@ -44,4 +45,21 @@ fn unknown_subcommand_is_a_usage_error() {
         err.contains("unrecognized subcommand 'frobnicate'"),
         "{err}"
     );
+}
+
+#[test]
+fn sbx_is_also_the_guest_agent_under_its_name() {
+    // Invoked as `sbx-guest` (argv[0]), the binary is the agent: its own --help, not clap's.
+    let out = Command::new(env!("CARGO_BIN_EXE_sbx"))
+        .arg0("sbx-guest")
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("--listen-fd"), "{text}");
+    assert!(!text.contains("Report what this host supports"), "{text}");
 }

@@ -268,7 +268,8 @@ fn sandbox(root: &Path) -> (sbx_ns::Sandbox, Client, PathBuf) {
     let init = sbx_ns::Init::new("/bin/sh", Vec::<String>::new());
     let config = sbx_ns::Config::new(root, state.join("sb"), init)
         .with_network(false)
-        .with_hostname("img");
+        .with_hostname("img")
+        .with_setuid(true);
     let sb = sbx_ns::Sandbox::builder(config)
         .agent(sbx_ns::AgentOptions::default())
         .start()
@@ -312,18 +313,19 @@ fn tools_run_as_agent_in_a_namespace_sandbox() {
             "{script}: got {out:?}, want {want:?}; {err}"
         );
     }
-    // sudo is setuid root; sbx-ns sets no_new_privs, so inside the namespace sandbox it can
-    // only refuse, and must say why. (Its configuration is checked without that below.)
-    let (code, out, err) = as_agent(&c, "sudo -n true && echo sudo-ok");
-    if code != 0 {
-        assert!(
-            err.contains("no new privileges"),
-            "sudo failed for another reason: {out}{err}"
-        );
-        eprintln!("  note: sudo inside sbx-ns: {}", err.trim());
-    } else {
-        assert_eq!(out, "sudo-ok\n");
-    }
+    // sudo is setuid root: the sandbox is started with setuid programs allowed (no
+    // no_new_privs), and the seccomp filter must still hold for what sudo starts as root.
+    let (code, out, err) = as_agent(&c, "sudo -n true && sudo -n id -u");
+    assert_eq!((code, out.as_str()), (0, "0\n"), "sudo: {err}");
+    let keyctl =
+        "import ctypes, os; r = ctypes.CDLL(None, use_errno=True).syscall(250, 0, -4, 0); \
+                  print(r, os.strerror(ctypes.get_errno()))";
+    let (code, out, err) = as_agent(&c, &format!("sudo -n python3 -c '{keyctl}'"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("-1 "),
+        "keyctl as root through sudo must be denied: {out}"
+    );
     let exit = sb.shutdown(std::time::Duration::from_secs(5)).unwrap();
     assert_eq!(exit.code(), 0);
     // Nothing was written to the shared base image.

@@ -31,6 +31,12 @@ pub struct Config {
     pub ipv4: Option<Ipv4Config>,
     /// How user and group ids inside map to ids outside.
     pub id_map: IdMap,
+    /// Let setuid programs (e.g. `sudo`) work inside: skip `no_new_privs`. The seccomp filter
+    /// and the reduced capability bounding set still apply, so a setuid program can gain at most
+    /// what root inside the sandbox already has (and the agent can already exec as root).
+    /// Off by default.
+    #[serde(default)]
+    pub allow_setuid: bool,
     /// Which executable performs the setup. Not sent to the helper.
     #[serde(skip)]
     pub helper: Helper,
@@ -202,6 +208,7 @@ impl Config {
             hostname: "sbx".into(),
             limits: Limits::default(),
             network: true,
+            allow_setuid: false,
             ipv4: None,
             id_map: IdMap::Auto,
             helper: Helper::CurrentExe,
@@ -229,6 +236,12 @@ impl Config {
     /// Turns the TAP device on or off.
     pub fn with_network(mut self, on: bool) -> Self {
         self.network = on;
+        self
+    }
+
+    /// Lets setuid programs such as `sudo` elevate inside (see [`Config::allow_setuid`]).
+    pub fn with_setuid(mut self, allow: bool) -> Self {
+        self.allow_setuid = allow;
         self
     }
 

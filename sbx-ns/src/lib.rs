@@ -20,7 +20,9 @@
 //! - **Network**: a new network namespace holding only `lo` and the TAP device `eth0`, whose
 //!   descriptor the host keeps ([`Tap`], a [`FrameDevice`]). No route to the host's loopback or
 //!   anything else exists unless the host forwards frames.
-//! - **Privileges**: `no_new_privs` (setuid binaries such as `sudo` do not elevate), a
+//! - **Privileges**: `no_new_privs` and a `nosuid` root by default (setuid binaries such as
+//!   `sudo` do not elevate; [`Config::with_setuid`] lets them, for images whose user relies on
+//!   `sudo`: they can then gain what root inside already has, still under the same), a
 //!   capability bounding set of [`KEPT_CAPABILITIES`] (no `CAP_SYS_ADMIN`, `CAP_NET_ADMIN`,
 //!   `CAP_SYS_PTRACE`, `CAP_SYS_MODULE`...), and a seccomp filter denying the kernel keyring
 //!   (`keyctl`, `add_key`, `request_key`), `bpf`, `perf_event_open`, `userfaultfd`, io_uring,
@@ -48,8 +50,11 @@
 //! - Resource limits depend on host cgroups; without them a fork bomb or memory hog hits the
 //!   host's limits, not the sandbox's. Per-uid limits (`RLIMIT_NPROC`) are shared with the
 //!   invoking user.
-//! - Setuid programs and file capabilities do not work inside (no_new_privs), so `sudo` in the
-//!   image does not elevate; run commands as root through the agent instead.
+//! - By default setuid programs and file capabilities do not work inside (no_new_privs,
+//!   nosuid root), so `sudo` in the image does not elevate; run commands as root through the
+//!   agent, or start the sandbox with [`Config::with_setuid`]. With it, the seccomp filter is
+//!   installed without no_new_privs (while the setup still holds `CAP_SYS_ADMIN` in the
+//!   sandbox's user namespace) and the capability bounding set is the same.
 //! - `/proc/mounts` inside shows the overlay's host paths (base, state folder) as mount
 //!   options: the sandbox learns where its files live, not what else is there.
 //! - `CAP_NET_ADMIN` is not kept, so the sandbox cannot change its network configuration;

@@ -151,10 +151,37 @@ pub(crate) fn programs() -> Result<Vec<BpfProgram>, String> {
     ])
 }
 
-/// Installs the filters on the calling thread; needs `no_new_privs` (or `CAP_SYS_ADMIN`).
+/// Installs the filters on the calling thread and sets `no_new_privs` (seccompiler does).
 pub(crate) fn install() -> Result<(), String> {
     for p in programs()? {
         seccompiler::apply_filter(&p).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Installs the filters on the calling thread without setting `no_new_privs`, so that setuid
+/// programs keep working inside. Needs `CAP_SYS_ADMIN` in the current user namespace.
+pub(crate) fn install_keeping_setuid() -> Result<(), String> {
+    for p in programs()? {
+        let prog = libc::sock_fprog {
+            len: u16::try_from(p.len()).map_err(|_| "seccomp filter too long".to_string())?,
+            // `seccompiler::sock_filter` is `#[repr(C)]` with the same fields as the kernel's
+            // `struct sock_filter`, so the cast only renames the type.
+            filter: p.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+        };
+        // SAFETY: `prog` points at `p`, a live, correctly sized array of BPF instructions, for
+        // the duration of the call; the kernel copies the program before returning.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0 as libc::c_ulong,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
     }
     Ok(())
 }

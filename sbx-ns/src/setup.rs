@@ -234,11 +234,17 @@ pub(crate) fn run_pid1(
         config.upper_dir().display(),
         config.work_dir().display()
     );
+    // The root is nosuid unless the sandbox asked for working setuid programs (`sudo`).
+    let root_flags = if config.allow_setuid {
+        MsFlags::MS_NODEV
+    } else {
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV
+    };
     do_mount(
         Some(Path::new("overlay")),
         &root,
         Some("overlay"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        root_flags,
         Some(&opts),
     )?;
 
@@ -340,9 +346,16 @@ pub(crate) fn run_pid1(
         || format!("init program {}", config.init.path.display()),
     )?;
 
-    // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+    if config.allow_setuid {
+        // Without no_new_privs, installing a seccomp filter needs CAP_SYS_ADMIN (in this user
+        // namespace), which the capability reduction below drops: install it first. The filter
+        // allows the prctl/capset calls the reduction makes.
+        seccomp::install_keeping_setuid().map_err(|e| format!("seccomp: {e}"))?;
+    } else {
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+        }
     }
     ctx(caps::reduce(), || "reduce capabilities".into())?;
 
@@ -360,7 +373,9 @@ pub(crate) fn run_pid1(
         .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
         .collect::<Step<_>>()?;
 
-    seccomp::install().map_err(|e| format!("seccomp: {e}"))?;
+    if !config.allow_setuid {
+        seccomp::install().map_err(|e| format!("seccomp: {e}"))?;
+    }
     crate::proto::send(control.as_fd(), &crate::proto::FromHelper::Ready, &[])
         .map_err(|e| e.to_string())?;
     let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err();

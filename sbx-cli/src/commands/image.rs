@@ -84,10 +84,13 @@ fn find_agent(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
             .map(|d| d.join(sbx_guest_name()))
             .find(|c| c.is_file())
     });
+    // `sbx` itself is a multi-call binary that acts as the agent when started as `/init` or
+    // `sbx-guest` (see `main`), so it serves when no smaller `sbx-guest` is around.
     beside
         .filter(|p| p.is_file())
         .or(on_path)
-        .context("no guest agent binary (sbx-guest) next to sbx or on PATH: build it with `cargo build -p sbx-guest` or pass --agent")
+        .or_else(|| std::env::current_exe().ok())
+        .context("no guest agent binary: pass --agent PATH (e.g. a `sbx-guest` build)")
 }
 
 fn sbx_guest_name() -> &'static str {
