@@ -1,6 +1,6 @@
 //! The seam between a virtio transport and a virtio device model.
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::interrupt::Interrupt;
@@ -121,6 +121,25 @@ pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) -> 
     let n = data.len().min(config.len() - start);
     data[..n].copy_from_slice(&config[start..start + n]);
     n == data.len()
+}
+
+/// Take the queues a transport handed to `activate`: exactly `N` of them, and each index in
+/// `required` made ready by the driver.
+pub(crate) fn take_queues<const N: usize>(
+    queues: Vec<Queue>,
+    required: &[usize],
+) -> Result<[Queue; N], ActivateError> {
+    let queues = <[Queue; N]>::try_from(queues).map_err(|q| ActivateError::QueueCount {
+        expected: N,
+        got: q.len(),
+    })?;
+    match required
+        .iter()
+        .find(|&&i| !queues.get(i).is_some_and(|q| q.ready()))
+    {
+        Some(&i) => Err(ActivateError::QueueNotReady(i)),
+        None => Ok(queues),
+    }
 }
 
 #[cfg(test)]

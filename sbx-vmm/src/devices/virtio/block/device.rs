@@ -6,12 +6,12 @@ use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::metrics::BlockMetrics;
 use crate::devices::virtio::device::{
-    device_type, features, read_config_bytes, ActivateError, VirtioDevice,
+    device_type, features, read_config_bytes, take_queues, ActivateError, VirtioDevice,
 };
 use crate::devices::virtio::error::VirtioError;
 use crate::devices::virtio::interrupt::Interrupt;
@@ -265,13 +265,7 @@ impl VirtioDevice for Block {
         if self.active.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let [queue] = <[Queue; 1]>::try_from(queues).map_err(|q| ActivateError::QueueCount {
-            expected: 1,
-            got: q.len(),
-        })?;
-        if !queue.ready() {
-            return Err(ActivateError::QueueNotReady(0));
-        }
+        let [queue] = take_queues::<1>(queues, &[0])?;
         self.active = Some(Active {
             mem,
             interrupt,

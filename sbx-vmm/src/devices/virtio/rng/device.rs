@@ -5,12 +5,14 @@ use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::metrics::RngMetrics;
 use crate::devices::virtio::chain::{self, Chain};
-use crate::devices::virtio::device::{device_type, features, ActivateError, VirtioDevice};
+use crate::devices::virtio::device::{
+    device_type, features, take_queues, ActivateError, VirtioDevice,
+};
 use crate::devices::virtio::error::VirtioError;
 use crate::devices::virtio::interrupt::Interrupt;
 use crate::devices::virtio::queue;
@@ -177,13 +179,7 @@ impl VirtioDevice for Rng {
         if self.active.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let [queue] = <[Queue; 1]>::try_from(queues).map_err(|q| ActivateError::QueueCount {
-            expected: 1,
-            got: q.len(),
-        })?;
-        if !queue.ready() {
-            return Err(ActivateError::QueueNotReady(0));
-        }
+        let [queue] = take_queues::<1>(queues, &[0])?;
         self.active = Some(Active {
             mem,
             interrupt,

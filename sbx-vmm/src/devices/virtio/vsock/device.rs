@@ -15,7 +15,7 @@ use super::muxer::Muxer;
 use super::packet::{parse_header, Op, VSOCK_HDR_LEN, VSOCK_MAX_PKT_LEN};
 use crate::devices::virtio::chain;
 use crate::devices::virtio::device::{
-    device_type, features, read_config_bytes, ActivateError, VirtioDevice,
+    device_type, features, read_config_bytes, take_queues, ActivateError, VirtioDevice,
 };
 use crate::devices::virtio::error::VirtioError;
 use crate::devices::virtio::interrupt::Interrupt;
@@ -457,22 +457,12 @@ impl VirtioDevice for Vsock {
         if self.active.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        if queues.len() != 3 {
-            return Err(ActivateError::QueueCount {
-                expected: 3,
-                got: queues.len(),
-            });
-        }
         // The event queue is never used, so it need not be ready.
-        for i in [VSOCK_RX_QUEUE, VSOCK_TX_QUEUE] {
-            if !queues[i].ready() {
-                return Err(ActivateError::QueueNotReady(i));
-            }
-        }
+        let queues = take_queues::<3>(queues, &[VSOCK_RX_QUEUE, VSOCK_TX_QUEUE])?;
         self.active = Some(Active {
             mem,
             interrupt,
-            queues,
+            queues: queues.into(),
         });
         self.tx_paused = false;
         // Process what is already queued (buffers, host connections waiting for the guest)
