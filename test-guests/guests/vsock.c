@@ -12,52 +12,15 @@
  * The exact output is documented in src/lib.rs.
  */
 #include "rt.h"
-
-#ifndef VIRTIO_MMIO_BASE
-#define VIRTIO_MMIO_BASE 0xd0000000UL           /* sbx-vmm layout::VIRTIO_MMIO_START */
-#endif
-#define VIRTIO_MMIO_STRIDE 0x1000UL
-#define VIRTIO_MMIO_COUNT 8
+#include "virtio_mmio.h"
 
 /* About 2 s per packet, and about 10 s for the host to connect, at 2.6 GHz. */
 #define PACKET_TIMEOUT_TICKS 5000000000ULL
 #define CONNECT_TIMEOUT_TICKS 25000000000ULL
 #define RESET_POLL_LIMIT 1000
 
-#define REG_MAGIC 0x000
-#define REG_VERSION 0x004
-#define REG_DEVICE_ID 0x008
-#define REG_DEVICE_FEATURES 0x010
-#define REG_DEVICE_FEATURES_SEL 0x014
-#define REG_DRIVER_FEATURES 0x020
-#define REG_DRIVER_FEATURES_SEL 0x024
-#define REG_QUEUE_SEL 0x030
-#define REG_QUEUE_NUM_MAX 0x034
-#define REG_QUEUE_NUM 0x038
-#define REG_QUEUE_READY 0x044
-#define REG_QUEUE_NOTIFY 0x050
-#define REG_STATUS 0x070
-#define REG_QUEUE_DESC_LOW 0x080
-#define REG_QUEUE_DESC_HIGH 0x084
-#define REG_QUEUE_DRIVER_LOW 0x090
-#define REG_QUEUE_DRIVER_HIGH 0x094
-#define REG_QUEUE_DEVICE_LOW 0x0a0
-#define REG_QUEUE_DEVICE_HIGH 0x0a4
-#define REG_CONFIG 0x100
-
-#define VIRTIO_MAGIC 0x74726976
 #define DEVICE_ID_VSOCK 19
 
-#define STATUS_ACKNOWLEDGE 1
-#define STATUS_DRIVER 2
-#define STATUS_DRIVER_OK 4
-#define STATUS_FEATURES_OK 8
-#define STATUS_FAILED 128
-#define F_VERSION_1 (1ULL << 32)
-
-#define DESC_F_WRITE 2
-#define AVAIL_F_NO_INTERRUPT 1
-#define QUEUE_SIZE 8
 #define NUM_QUEUES 3
 #define RXQ 0
 #define TXQ 1
@@ -77,38 +40,6 @@
 #define HOST_PORT 53
 #define BUF_ALLOC 65536
 #define PKT_BUF 300
-
-struct virtq_desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags;
-    uint16_t next;
-};
-
-struct virtq_avail {
-    uint16_t flags;
-    uint16_t idx;
-    uint16_t ring[QUEUE_SIZE];
-    uint16_t used_event;
-};
-
-struct virtq_used_elem {
-    uint32_t id;
-    uint32_t len;
-};
-
-struct virtq_used {
-    uint16_t flags;
-    uint16_t idx;
-    struct virtq_used_elem ring[QUEUE_SIZE];
-    uint16_t avail_event;
-};
-
-struct virtq {
-    struct virtq_desc desc[QUEUE_SIZE] __attribute__((aligned(16)));
-    struct virtq_avail avail __attribute__((aligned(16)));
-    struct virtq_used used __attribute__((aligned(16)));
-} __attribute__((aligned(4096)));
 
 struct queue {
     struct virtq *vq;
