@@ -11,6 +11,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{IRQ_MAX, VIRTIO_IRQ_BASE};
+use crate::devices::virtio::Fs;
 use crate::devices::virtio::{Block, BlockConfig, Rng, SharedSubscriber, VirtioMmioSlot, Vsock};
 use crate::devices::Bus;
 use crate::error::{host, Error, Result};
@@ -62,8 +63,10 @@ impl DeviceManager {
         memory: &GuestMemory,
         mmio: &mut Bus,
     ) -> Result<Self> {
-        let count =
-            config.disks.len() + usize::from(config.rng) + usize::from(config.vsock.is_some());
+        let count = config.disks.len()
+            + usize::from(config.rng)
+            + usize::from(config.vsock.is_some())
+            + config.fs.len();
         if count > max_devices() {
             return Err(Error::TooManyDevices(max_devices()));
         }
@@ -112,6 +115,20 @@ impl DeviceManager {
                 source: Box::new(e),
             };
             let dev = Vsock::new(vsock.clone()).map_err(dev_err)?;
+            let slot = VirtioMmioSlot::new(
+                slots.len() as u32,
+                Arc::new(Mutex::new(dev)),
+                memory.clone(),
+            )
+            .map_err(dev_err)?;
+            slots.push(slot);
+        }
+        for fs in &config.fs {
+            let dev_err = |e: crate::devices::virtio::VirtioError| Error::Device {
+                name: format!("virtio-fs {}", fs.tag),
+                source: Box::new(e),
+            };
+            let dev = Fs::new(fs.clone()).map_err(dev_err)?;
             let slot = VirtioMmioSlot::new(
                 slots.len() as u32,
                 Arc::new(Mutex::new(dev)),

@@ -44,14 +44,17 @@ mod metrics;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 mod vcpu;
+pub mod virtiofsd;
 mod vm;
 
 pub use arch::x86_64::boot::{EntryPoint, KernelKind};
 pub use devices::virtio::vsock::connect_guest_port;
+pub use devices::virtio::FsConfig;
 pub use devices::virtio::VsockConfig;
 pub use error::{BootError, Error, MemoryError, Result};
 pub use exit::{CrashReport, VmExit};
 pub use kvm_detect::{detect_kvm, KvmKind, KvmSupport};
 pub use metrics::{VmMetrics, VmMetricsSnapshot};
 pub use vcpu::kick_signal;
+pub use virtiofsd::{Virtiofsd, VirtiofsdConfig};
 pub use vm::{ConsoleInput, DiskConfig, StopHandle, Vm, VmBuilder, VmConfig, MAX_VCPUS};

@@ -15,6 +15,7 @@ use crate::arch::x86_64::layout::{
 };
 use crate::arch::x86_64::{cpuid, lapic, msr, regs};
 use crate::devices::legacy::{AcpiPm, SerialConsole, I8042};
+use crate::devices::virtio::FsConfig;
 use crate::devices::virtio::VsockConfig;
 use crate::error::{host, kvm, Error, Result};
 use crate::exit::{ExitSignal, VmExit};
@@ -68,6 +69,8 @@ pub struct VmConfig {
     pub rng: bool,
     /// Attach a virtio-vsock device (guest CID and host Unix socket), after the disks and rng.
     pub vsock: Option<VsockConfig>,
+    /// virtio-fs devices served by vhost-user backends (`virtiofsd`), after vsock.
+    pub fs: Vec<FsConfig>,
 }
 
 impl VmConfig {
@@ -82,6 +85,7 @@ impl VmConfig {
             disks: Vec::new(),
             rng: false,
             vsock: None,
+            fs: Vec::new(),
         }
     }
 }
@@ -169,6 +173,14 @@ impl VmBuilder {
     /// connections to host port P go to `<uds_path>_<P>`.
     pub fn vsock(mut self, cid: u64, uds_path: impl Into<PathBuf>) -> Self {
         self.config.vsock = Some(VsockConfig::new(cid, uds_path));
+        self
+    }
+
+    /// Attach a virtio-fs device whose vhost-user backend (e.g. a
+    /// [`Virtiofsd`](crate::virtiofsd::Virtiofsd)) listens on `config.socket_path`; the guest
+    /// mounts it with `mount -t virtiofs <tag> <dir>`. The VMM connects when the VM starts.
+    pub fn fs(mut self, config: FsConfig) -> Self {
+        self.config.fs.push(config);
         self
     }
 

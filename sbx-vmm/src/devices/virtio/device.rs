@@ -60,6 +60,9 @@ pub enum ActivateError {
     /// `activate` was called twice without a reset.
     #[error("device is already active")]
     AlreadyActive,
+    /// The device's external backend (e.g. a vhost-user daemon) refused the setup or is gone.
+    #[error("device backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A virtio device model, driven by a transport (today [`MmioTransport`](super::MmioTransport)).
@@ -106,6 +109,12 @@ pub trait VirtioDevice: Send {
     /// Stop processing and forget queues and negotiated features (the driver wrote 0 to
     /// `Status`). The queue eventfds stay valid.
     fn reset(&mut self);
+
+    /// Whether the device hit an error it cannot recover from without a driver reset (e.g. its
+    /// backend went away). The transport then reports `DEVICE_NEEDS_RESET` in `Status`.
+    fn needs_reset(&self) -> bool {
+        false
+    }
 }
 
 /// Copy `config[offset..]` into `data`, zero-filling what lies past the end of `config`.

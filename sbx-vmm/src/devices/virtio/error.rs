@@ -56,6 +56,32 @@ pub enum VirtioError {
         #[source]
         source: io::Error,
     },
+    /// The virtio-fs mount tag is empty or longer than 36 bytes.
+    #[error("virtio-fs tag is {len} bytes long, 1 to 36 are allowed")]
+    FsTag {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The virtio-fs queue size is zero, not a power of two or above 32768.
+    #[error("virtio-fs queue size {0} is not a power of two between 1 and 32768")]
+    FsQueueSize(u16),
+    /// Connecting to or negotiating with a vhost-user backend failed.
+    #[error("vhost-user backend at {} failed", path.display())]
+    VhostUser {
+        /// The backend's socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: vhost::Error,
+    },
+    /// The vhost-user backend lacks something the device needs.
+    #[error("vhost-user backend at {} is not usable: {reason}", path.display())]
+    VhostUserIncompatible {
+        /// The backend's socket.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
     /// No MMIO window / interrupt line is left for this device slot.
     #[error("virtio-mmio slot {0} has no free interrupt line")]
     NoSlot(u32),

@@ -299,6 +299,9 @@ impl MmioTransport {
             reg::QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| u32::from(q.max_size)),
             reg::QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.ready)),
             reg::INTERRUPT_STATUS => self.interrupt.status(),
+            reg::STATUS if lock(&self.device).needs_reset() => {
+                self.status | status::DEVICE_NEEDS_RESET
+            }
             reg::STATUS => self.status,
             // No shared memory regions: a length of all ones means "absent".
             reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH | reg::SHM_BASE_LOW | reg::SHM_BASE_HIGH => {

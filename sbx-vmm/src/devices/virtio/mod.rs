@@ -1,7 +1,7 @@
 //! virtio-mmio transport and devices.
 //!
 //! [`MmioTransport`] serves the virtio-mmio v2 register window of one [`VirtioDevice`];
-//! [`Block`], [`Rng`] and [`Vsock`] are device models. Devices process their queues on the VMM's
+//! [`Block`], [`Rng`] and [`Vsock`] are device models, [`Fs`] a vhost-user frontend. Devices process their queues on the VMM's
 //! event-manager thread; [`VirtioMmioSlot`] wires one device into a VM (its docs list the
 //! steps).
 
@@ -9,6 +9,7 @@ pub mod block;
 mod chain;
 mod device;
 mod error;
+pub mod fs;
 mod interrupt;
 mod metrics;
 mod mmio;
@@ -20,6 +21,7 @@ pub mod vsock;
 pub use block::{Block, BlockConfig, BlockMetrics};
 pub use device::{device_type, features, ActivateError, VirtioDevice};
 pub use error::VirtioError;
+pub use fs::{Fs, FsConfig, FsMetrics};
 pub use interrupt::{Interrupt, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 pub use metrics::Counter;
 pub use mmio::{
