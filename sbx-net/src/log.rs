@@ -1,4 +1,4 @@
-//! The policy log: one record per HTTP request or per tunnel.
+//! The policy log: one record per HTTP request, per tunnel or flow, and per guest DNS query.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -82,6 +82,14 @@ pub struct LogRecord {
     /// TLS SNI the client sent, when seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+    /// Transport of a `network` record the network stack dropped itself (`udp`, `icmp`,
+    /// `ipv6`, `tcp`, ...); absent for proxied flows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// How many flows or packets this record stands for, when more than one: repeats of a
+    /// blocked flow are rate-limited and counted into the next record for the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 impl LogRecord {
@@ -103,6 +111,8 @@ impl LogRecord {
             bytes_down: 0,
             credentials: Vec::new(),
             sni: None,
+            protocol: None,
+            count: None,
         }
     }
 }

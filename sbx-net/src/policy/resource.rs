@@ -124,6 +124,11 @@ impl Resource {
         if self.port.is_some_and(|p| p != port) {
             return false;
         }
+        self.matches_host(host)
+    }
+
+    /// Whether the host part of this resource matches `host`, whatever the port.
+    pub fn matches_host(&self, host: &Host) -> bool {
         match (&self.pattern, host) {
             (Pattern::Any, _) => true,
             (Pattern::Exact(n), Host::Name(h)) => n == h,
@@ -133,7 +138,8 @@ impl Resource {
                     h.as_bytes()[cut - 1] == b'.'
                 }
             }
-            (Pattern::Ip(_) | Pattern::Net(_), Host::Ip(ip)) => self.names_address(*ip, port),
+            (Pattern::Ip(a), Host::Ip(ip)) => *a == canonical_ip(*ip),
+            (Pattern::Net(net), Host::Ip(ip)) => net.contains(&canonical_ip(*ip)),
             _ => false,
         }
     }

@@ -188,6 +188,13 @@ pub enum Reason {
     BadRequest,
     /// A limit (connections, header size, timeout) was hit.
     LimitExceeded,
+    /// A transparently intercepted connection carried no server name (no TLS SNI, no `Host`).
+    NoServerName,
+    /// The server name of a transparently intercepted connection is not a name the sandbox
+    /// resolved to this address through the gateway DNS.
+    DnsMismatch,
+    /// The protocol is not forwarded at all (UDP other than gateway DNS, ICMP, IPv6, ...).
+    ProtocolNotAllowed,
 }
 
 impl Reason {
@@ -208,6 +215,9 @@ impl Reason {
             Reason::UpstreamUnreachable => "upstream-unreachable",
             Reason::BadRequest => "bad-request",
             Reason::LimitExceeded => "limit-exceeded",
+            Reason::NoServerName => "no-server-name",
+            Reason::DnsMismatch => "dns-mismatch",
+            Reason::ProtocolNotAllowed => "protocol-not-allowed",
         }
     }
 }
@@ -434,6 +444,54 @@ impl Policy {
         }
     }
 
+    /// Decides whether `sandbox` may look `host` up at all (the gateway DNS asks this before
+    /// resolving): allowed when some allow or bypass rule (or the `allow-all` preset) could
+    /// allow the host on some port. Deny still wins: a deny rule without a port that matches
+    /// the host denies the name even under `**` or `allow-all`; a deny rule with a port only
+    /// cancels allow rules for that same port.
+    pub fn allows_host_on_any_port(&self, sandbox: &str, host: &Host) -> Decision {
+        let preset_rules = preset_rules(self.preset);
+        let matched = self.matching(sandbox, preset_rules, |r| r.resource.matches_host(host));
+        let is_deny = |m: &&Matched<'_>| m.rule.action == Action::Deny;
+        if let Some(m) = matched
+            .iter()
+            .filter(is_deny)
+            .find(|m| m.rule.resource.port().is_none())
+        {
+            return Decision::deny(Reason::DomainBlocked, Some(describe(m)));
+        }
+        let port_denied = |port: u16| {
+            matched
+                .iter()
+                .filter(is_deny)
+                .any(|m| m.rule.resource.port() == Some(port))
+        };
+        let allow = matched
+            .iter()
+            .filter(|m| !is_deny(m))
+            .find(|m| match m.rule.resource.port() {
+                Some(port) => !port_denied(port),
+                None => true,
+            });
+        if let Some(m) = allow {
+            return Decision {
+                verdict: Verdict::Allow,
+                bypass: m.rule.action == Action::Bypass,
+                rule: Some(describe(m)),
+                reason: Reason::DomainAllowed,
+            };
+        }
+        match self.preset {
+            Preset::AllowAll => Decision {
+                verdict: Verdict::Allow,
+                bypass: false,
+                rule: None,
+                reason: Reason::DefaultAllow,
+            },
+            Preset::Balanced | Preset::DenyAll => Decision::deny(Reason::DefaultDeny, None),
+        }
+    }
+
     /// Checks one resolved (or literal) address for `sandbox`.
     ///
     /// Returns a denial when a deny rule names the address, or when the address is not public
@@ -632,6 +690,55 @@ mod tests {
         assert!(Policy::from_json(bad).is_err());
         let bad = r#"{"preset":"deny-all","sandboxes":{"a b":[]}}"#;
         assert!(Policy::from_json(bad).is_err());
+    }
+
+    #[test]
+    fn host_on_any_port() {
+        let mut p = Policy::new(Preset::DenyAll);
+        assert_eq!(
+            p.allows_host_on_any_port("s", &h("example.com")).reason,
+            Reason::DefaultDeny
+        );
+        p.allow(&Scope::Global, "example.com:8443").unwrap();
+        let d = p.allows_host_on_any_port("s", &h("example.com"));
+        assert!(d.is_allowed());
+        assert_eq!(d.rule.as_deref(), Some("global:allow example.com:8443"));
+        assert!(!p
+            .allows_host_on_any_port("s", &h("a.example.com"))
+            .is_allowed());
+        // A deny on the only allowed port leaves nothing to reach.
+        p.deny(&Scope::Global, "example.com:8443").unwrap();
+        assert!(!p
+            .allows_host_on_any_port("s", &h("example.com"))
+            .is_allowed());
+        // A deny on another port does not deny the name.
+        let mut p = Policy::new(Preset::DenyAll);
+        p.allow(&Scope::Global, "*.example.com").unwrap();
+        p.deny(&Scope::Global, "api.example.com:80").unwrap();
+        assert!(p
+            .allows_host_on_any_port("s", &h("api.example.com"))
+            .is_allowed());
+        // Deny without a port wins over `**` and over allow-all.
+        let mut p = Policy::new(Preset::AllowAll);
+        p.allow(&Scope::Global, "**").unwrap();
+        p.deny(&sb("s"), "example.com").unwrap();
+        let d = p.allows_host_on_any_port("s", &h("example.com"));
+        assert_eq!(d.reason, Reason::DomainBlocked);
+        assert_eq!(d.rule.as_deref(), Some("sandbox/s:deny example.com"));
+        assert!(p
+            .allows_host_on_any_port("other", &h("example.com"))
+            .is_allowed());
+        let p = Policy::new(Preset::AllowAll);
+        assert_eq!(
+            p.allows_host_on_any_port("s", &h("example.com")).reason,
+            Reason::DefaultAllow
+        );
+        // Presets count: balanced allows its names (on 443 only) and nothing else.
+        let p = Policy::new(Preset::Balanced);
+        assert!(p.allows_host_on_any_port("s", &h("pypi.org")).is_allowed());
+        assert!(!p
+            .allows_host_on_any_port("s", &h("example.com"))
+            .is_allowed());
     }
 
     #[test]

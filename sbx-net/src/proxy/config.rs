@@ -20,7 +20,9 @@ use crate::policy::{Host, Policy, Preset};
 /// A boxed future returned by [`Resolve::resolve`].
 pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + 'a>>;
 
-/// DNS resolution for destinations without an override. Answers are untrusted: every address
+/// DNS resolution for destinations without an override (and for the guest's own queries,
+/// [`Proxy::resolve_for_guest`](crate::Proxy::resolve_for_guest), where an error of kind
+/// [`io::ErrorKind::NotFound`] means "no such name"). Answers are untrusted: every address
 /// is classified and checked against the policy, and the proxy connects only to an address it
 /// checked, resolving once per request or tunnel.
 pub trait Resolve: Send + Sync + 'static {
@@ -35,12 +37,22 @@ pub struct SystemResolver;
 impl Resolve for SystemResolver {
     fn resolve<'a>(&'a self, name: &'a str, port: u16) -> ResolveFuture<'a> {
         Box::pin(async move {
-            Ok(tokio::net::lookup_host((name, port))
-                .await?
-                .map(|sa| sa.ip())
-                .collect())
+            match tokio::net::lookup_host((name, port)).await {
+                Ok(addrs) => Ok(addrs.map(|sa| sa.ip()).collect()),
+                Err(e) if is_no_such_name(&e) => Err(io::Error::new(io::ErrorKind::NotFound, e)),
+                Err(e) => Err(e),
+            }
         })
     }
+}
+
+/// Whether a `getaddrinfo` error means the name has no addresses (`EAI_NONAME`,
+/// `EAI_NODATA`) rather than a failed lookup; std reports both only through the message.
+fn is_no_such_name(e: &io::Error) -> bool {
+    let msg = e.to_string();
+    msg.contains("Name or service not known")
+        || msg.contains("No address associated with hostname")
+        || msg.contains("nodename nor servname provided")
 }
 
 /// Limits that keep a slow or hostile client from exhausting the proxy.

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -13,13 +15,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::{ClientConfig, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::config::{Limits, ProxyConfig, Resolve, SocketAddrOrIp};
 use super::guard::{close_unless_switched, starts_passthrough, H1Guard};
 use super::io::{idle_expired, Activity, CountingIo, ProxyBody};
+use super::network::BlockedLimiter;
 use super::upstream::client_configs;
 use super::{forward, tunnel};
 use crate::ca::CertificateAuthority;
@@ -39,13 +43,38 @@ pub(crate) struct Shared {
     pub(crate) overrides: HashMap<Host, SocketAddrOrIp>,
     pub(crate) limits: Limits,
     pub(crate) tls_client: (Arc<ClientConfig>, Arc<ClientConfig>),
-    pub(crate) local: SocketAddr,
+    /// The listener's address; `None` for a proxy fed by [`Proxy::serve_connection`] and
+    /// friends only.
+    pub(crate) local: Option<SocketAddr>,
     pub(crate) server_configs: Mutex<HashMap<Host, Arc<ServerConfig>>>,
     active: AtomicUsize,
+    slots: Arc<Semaphore>,
+    pub(crate) blocked: BlockedLimiter,
     stop: watch::Sender<bool>,
 }
 
 impl Shared {
+    fn new(config: ProxyConfig, local: Option<SocketAddr>) -> Result<Shared> {
+        let tls_client = client_configs(&config)?;
+        Ok(Shared {
+            sandbox: config.sandbox,
+            policy: RwLock::new(Arc::new(config.policy)),
+            ca: config.ca,
+            creds: Credentials::new(config.credentials, config.provider),
+            log: config.log,
+            resolver: config.resolver,
+            overrides: config.overrides,
+            slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            limits: config.limits,
+            tls_client,
+            local,
+            server_configs: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
+            blocked: BlockedLimiter::default(),
+            stop: watch::channel(false).0,
+        })
+    }
+
     /// The current policy (a cheap `Arc` clone; swaps are atomic).
     pub(crate) fn policy(&self) -> Arc<Policy> {
         match self.policy.read() {
@@ -68,14 +97,36 @@ impl Shared {
         });
     }
 
+    /// Runs `fut` until it finishes or the proxy is dropped.
+    pub(crate) async fn until_stopped<F: std::future::Future<Output = ()>>(&self, fut: F) {
+        let mut stop = self.stop.subscribe();
+        tokio::select! {
+            _ = fut => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+
     /// Whether connecting to `addr` would reach this proxy's own listener.
     pub(crate) fn is_self(&self, addr: SocketAddr) -> bool {
-        if addr.port() != self.local.port() {
+        let Some(local) = self.local else {
+            return false;
+        };
+        if addr.port() != local.port() {
             return false;
         }
         let ip = canonical_ip(addr.ip());
-        let local = canonical_ip(self.local.ip());
+        let local = canonical_ip(local.ip());
         ip == local || ip.is_unspecified() || (local.is_unspecified() && ip.is_loopback())
+    }
+
+    /// Takes a connection slot, or `None` when [`Limits::max_connections`] are being served.
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<Arc<ConnGuard>> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::new(ConnGuard {
+            _permit: permit,
+            shared: self.clone(),
+        }))
     }
 }
 
@@ -96,14 +147,14 @@ impl Drop for ConnGuard {
 /// The proxy runs on the caller's tokio runtime. Dropping it stops accepting and closes every
 /// connection and tunnel it was serving.
 pub struct Proxy {
-    shared: Arc<Shared>,
-    accept: JoinHandle<()>,
+    pub(super) shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Proxy")
-            .field("local_addr", &self.shared.local)
+            .field("listener", &self.shared.local)
             .field("sandbox", &self.shared.sandbox)
             .field("active_connections", &self.active_connections())
             .finish_non_exhaustive()
@@ -111,39 +162,72 @@ impl fmt::Debug for Proxy {
 }
 
 impl Proxy {
+    /// A proxy without a listener: connections are handed to it with
+    /// [`Proxy::serve_connection`], [`Proxy::serve_transparent`] and [`Proxy::serve_network`]
+    /// (the userspace network stack does this), and guest DNS goes through
+    /// [`Proxy::resolve_for_guest`]. Must be called inside a tokio runtime only when the
+    /// connections are served (building it needs none).
+    pub fn new(config: ProxyConfig) -> Result<Proxy> {
+        Ok(Proxy {
+            shared: Arc::new(Shared::new(config, None)?),
+            accept: None,
+        })
+    }
+
     /// Binds `addr` and starts serving on the current tokio runtime.
     pub async fn bind(addr: SocketAddr, config: ProxyConfig) -> Result<Proxy> {
         let listener = TcpListener::bind(addr).await?;
         Self::serve(listener, config)
     }
 
-    /// Serves on an already bound listener.
+    /// Serves on an already bound listener: [`Proxy::new`] plus an accept loop that hands
+    /// every accepted connection to [`Proxy::serve_connection`]'s code path.
     pub fn serve(listener: TcpListener, config: ProxyConfig) -> Result<Proxy> {
         let local = listener.local_addr()?;
-        let tls_client = client_configs(&config)?;
-        let shared = Arc::new(Shared {
-            sandbox: config.sandbox,
-            policy: RwLock::new(Arc::new(config.policy)),
-            ca: config.ca,
-            creds: Credentials::new(config.credentials, config.provider),
-            log: config.log,
-            resolver: config.resolver,
-            overrides: config.overrides,
-            limits: config.limits,
-            tls_client,
-            local,
-            server_configs: Mutex::new(HashMap::new()),
-            active: AtomicUsize::new(0),
-            stop: watch::channel(false).0,
-        });
+        let shared = Arc::new(Shared::new(config, Some(local))?);
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         tracing::info!(%local, sandbox = %shared.sandbox, "egress proxy listening");
-        Ok(Proxy { shared, accept })
+        Ok(Proxy {
+            shared,
+            accept: Some(accept),
+        })
     }
 
     /// The address the proxy listens on.
+    ///
+    /// A proxy made with [`Proxy::new`] has no listener: this returns `0.0.0.0:0` for it
+    /// (see [`Proxy::listener_addr`] to tell the cases apart).
     pub fn local_addr(&self) -> SocketAddr {
+        self.shared
+            .local
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The listener's address, or `None` for a proxy made with [`Proxy::new`].
+    pub fn listener_addr(&self) -> Option<SocketAddr> {
         self.shared.local
+    }
+
+    /// Serves one client connection speaking the explicit-proxy protocol (`CONNECT`,
+    /// absolute-form `http://`, `forward` / `forward-bypass`, injection), exactly as if `io`
+    /// had been accepted from the proxy's listener; `peer` is only used in diagnostics.
+    ///
+    /// Returns when the connection (and a `CONNECT` tunnel on it) is done, or at once when
+    /// [`Limits::max_connections`](crate::Limits) connections are being served. The future
+    /// runs on the caller's task; intercepted tunnels spawn helper tasks (upstream
+    /// connection drivers) on the current runtime.
+    pub async fn serve_connection<I>(&self, io: I, peer: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(guard) = self.shared.admit() else {
+            tracing::warn!(%peer, "connection limit reached; closing");
+            return;
+        };
+        let shared = self.shared.clone();
+        self.shared
+            .until_stopped(serve_client(shared, guard, io))
+            .await;
     }
 
     /// The CA certificate (PEM) clients must trust.
@@ -182,14 +266,15 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.accept.abort();
+        if let Some(accept) = &self.accept {
+            accept.abort();
+        }
         // Ends every connection and tunnel task of this proxy.
         self.shared.stop.send_replace(true);
     }
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -200,22 +285,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some(guard) = shared.admit() else {
             tracing::warn!(%peer, "connection limit reached; closing");
             drop(stream);
             continue;
         };
-        shared.active.fetch_add(1, Ordering::Relaxed);
-        let guard = Arc::new(ConnGuard {
-            _permit: permit,
-            shared: shared.clone(),
-        });
+        let _ = stream.set_nodelay(true);
         shared.spawn(serve_client(shared.clone(), guard, stream));
     }
 }
 
-async fn serve_client(shared: Arc<Shared>, guard: Arc<ConnGuard>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+/// The `CONNECT` tunnel of a connection, started once hyper hands the connection over.
+pub(crate) type TunnelSlot = Arc<Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>>;
+
+async fn serve_client<I>(shared: Arc<Shared>, guard: Arc<ConnGuard>, stream: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let tunnel: TunnelSlot = Arc::default();
     let activity = Activity::new();
     let io = CountingIo::new(
         H1Guard::new(stream, shared.limits.max_header_bytes),
@@ -223,13 +310,15 @@ async fn serve_client(shared: Arc<Shared>, guard: Arc<ConnGuard>, stream: TcpStr
     );
     let svc_shared = shared.clone();
     let svc_guard = guard.clone();
+    let svc_tunnel = tunnel.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = svc_shared.clone();
         let guard = svc_guard.clone();
+        let tunnel = svc_tunnel.clone();
         async move {
             let passthrough = starts_passthrough(&req);
             let connect = req.method() == Method::CONNECT;
-            let mut resp = handle_outer(shared, guard, req).await;
+            let mut resp = handle_outer(shared, guard, tunnel, req).await;
             close_unless_switched(passthrough, connect, &mut resp);
             Ok::<_, Infallible>(resp)
         }
@@ -250,17 +339,24 @@ async fn serve_client(shared: Arc<Shared>, guard: Arc<ConnGuard>, stream: TcpStr
         }
         _ = idle_expired(&activity, shared.limits.idle_timeout) => {
             tracing::debug!("client connection idle timeout");
+            return;
         }
+    }
+    // A switched CONNECT: hyper has handed the connection to the tunnel.
+    let started = tunnel.lock().ok().and_then(|mut t| t.take());
+    if let Some(tunnel) = started {
+        tunnel.await;
     }
 }
 
 async fn handle_outer(
     shared: Arc<Shared>,
     guard: Arc<ConnGuard>,
+    tunnel: TunnelSlot,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if req.method() == Method::CONNECT {
-        tunnel::handle_connect(shared, guard, req).await
+        tunnel::handle_connect(shared, guard, tunnel, req).await
     } else {
         forward::handle_plain(shared, req).await
     }

@@ -19,7 +19,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::forward::{self, TunnelCtx};
 use super::guard::{close_unless_switched, starts_passthrough, H1Guard};
 use super::io::{empty, idle_expired, refusal, splice, Activity, CountingIo, ProxyBody};
-use super::server::{ConnGuard, Shared};
+use super::server::{ConnGuard, Shared, TunnelSlot};
 use super::upstream::{connect_tcp, resolve_checked, Upstream};
 use crate::log::{LogRecord, ProxyKind, RecordType};
 use crate::policy::{parse_authority, Decision, Host, Reason, Verdict};
@@ -61,6 +61,7 @@ fn refuse(shared: &Shared, mut rec: LogRecord, decision: &Decision) -> Response<
 pub(crate) async fn handle_connect(
     shared: Arc<Shared>,
     guard: Arc<ConnGuard>,
+    slot: TunnelSlot,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let mut rec = LogRecord::new(&shared.sandbox, RecordType::Network, ProxyKind::Forward);
@@ -96,8 +97,8 @@ pub(crate) async fn handle_connect(
     rec.decision = Verdict::Allow;
     rec.status = Some(200);
     let on_upgrade = hyper::upgrade::on(req);
-    let task_shared = shared.clone();
-    task_shared.spawn(async move {
+    // Run by the connection's task once hyper hands the connection over (after the 200).
+    let tunnel = Box::pin(async move {
         let _guard = guard;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -113,6 +114,9 @@ pub(crate) async fn handle_connect(
             intercept(shared, io, host, port, addrs, rec).await;
         }
     });
+    if let Ok(mut slot) = slot.lock() {
+        *slot = Some(tunnel);
+    }
     Response::new(empty())
 }
 
