@@ -12,7 +12,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{IRQ_MAX, VIRTIO_IRQ_BASE};
 use crate::devices::virtio::Fs;
-use crate::devices::virtio::{Block, BlockConfig, Rng, SharedSubscriber, VirtioMmioSlot, Vsock};
+use crate::devices::virtio::{
+    Block, BlockConfig, Net, NetConfig, NetMetrics, Rng, SharedSubscriber, VirtioMmioSlot, Vsock,
+};
 use crate::devices::Bus;
 use crate::error::{host, Error, Result};
 use crate::memory::GuestMemory;
@@ -50,6 +52,7 @@ pub(crate) struct DeviceManager {
     thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     wake: Option<EventFd>,
+    net_metrics: Option<Arc<NetMetrics>>,
 }
 
 fn max_devices() -> usize {
@@ -59,11 +62,13 @@ fn max_devices() -> usize {
 impl DeviceManager {
     pub(crate) fn new(
         config: &VmConfig,
+        net: Option<NetConfig>,
         vm_fd: &VmFd,
         memory: &GuestMemory,
         mmio: &mut Bus,
     ) -> Result<Self> {
         let count = config.disks.len()
+            + usize::from(net.is_some())
             + usize::from(config.rng)
             + usize::from(config.vsock.is_some())
             + config.fs.len();
@@ -93,6 +98,21 @@ impl DeviceManager {
                     name,
                     source: Box::new(e),
                 })?;
+            slots.push(slot);
+        }
+        if let Some(net) = net {
+            let dev_err = |e: crate::devices::virtio::VirtioError| Error::Device {
+                name: "virtio-net".into(),
+                source: Box::new(e),
+            };
+            let dev = Net::new(net).map_err(dev_err)?;
+            manager.net_metrics = Some(dev.metrics());
+            let slot = VirtioMmioSlot::new(
+                slots.len() as u32,
+                Arc::new(Mutex::new(dev)),
+                memory.clone(),
+            )
+            .map_err(dev_err)?;
             slots.push(slot);
         }
         if config.rng {
@@ -174,6 +194,11 @@ impl DeviceManager {
     /// Where each device sits, in window order.
     pub(crate) fn placements(&self) -> &[MmioPlacement] {
         &self.placements
+    }
+
+    /// Counters of the network device, if there is one.
+    pub(crate) fn net_metrics(&self) -> Option<Arc<NetMetrics>> {
+        self.net_metrics.clone()
     }
 
     pub(crate) fn shutdown(&mut self) {

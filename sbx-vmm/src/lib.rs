@@ -50,7 +50,7 @@ mod vm;
 pub use arch::x86_64::boot::{EntryPoint, KernelKind};
 pub use devices::virtio::vsock::connect_guest_port;
 pub use devices::virtio::FsConfig;
-pub use devices::virtio::VsockConfig;
+pub use devices::virtio::{FdNetBackend, NetBackend, NetConfig, VsockConfig};
 pub use error::{BootError, Error, MemoryError, Result};
 pub use exit::{CrashReport, VmExit};
 pub use kvm_detect::{detect_kvm, KvmKind, KvmSupport};

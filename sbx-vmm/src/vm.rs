@@ -16,7 +16,7 @@ use crate::arch::x86_64::layout::{
 use crate::arch::x86_64::{cpuid, lapic, msr, regs};
 use crate::devices::legacy::{AcpiPm, SerialConsole, I8042};
 use crate::devices::virtio::FsConfig;
-use crate::devices::virtio::VsockConfig;
+use crate::devices::virtio::{NetConfig, NetMetrics, VsockConfig};
 use crate::error::{host, kvm, Error, Result};
 use crate::exit::{ExitSignal, VmExit};
 use crate::kvm_detect::detect_kvm;
@@ -107,12 +107,14 @@ impl VmConfig {
 pub struct VmBuilder {
     config: VmConfig,
     serial_out: Box<dyn Write + Send>,
+    net: Option<NetConfig>,
 }
 
 impl std::fmt::Debug for VmBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VmBuilder")
             .field("config", &self.config)
+            .field("net", &self.net)
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +130,7 @@ impl VmBuilder {
         Self {
             config,
             serial_out: Box::new(std::io::sink()),
+            net: None,
         }
     }
 
@@ -176,6 +179,15 @@ impl VmBuilder {
         self
     }
 
+    /// Attach a virtio-net device (placed after the disks, before rng and vsock) whose frames
+    /// go to and come from `config`'s backend, e.g. an [`FdNetBackend`](crate::FdNetBackend)
+    /// over a TAP fd or one end of a `SOCK_SEQPACKET` socketpair. Its counters are in
+    /// [`Vm::net_metrics`].
+    pub fn net(mut self, config: NetConfig) -> Self {
+        self.net = Some(config);
+        self
+    }
+
     /// Attach a virtio-fs device whose vhost-user backend (e.g. a
     /// [`Virtiofsd`](crate::virtiofsd::Virtiofsd)) listens on `config.socket_path`; the guest
     /// mounts it with `mount -t virtiofs <tag> <dir>`. The VMM connects when the VM starts.
@@ -197,7 +209,7 @@ impl VmBuilder {
 
     /// Create the VM, load the kernel and start the vCPUs.
     pub fn start(self) -> Result<Vm> {
-        Vm::start(self.config, self.serial_out)
+        Vm::start(self.config, self.serial_out, self.net)
     }
 }
 
@@ -293,7 +305,11 @@ fn open_kvm() -> Result<Kvm> {
 }
 
 impl Vm {
-    fn start(config: VmConfig, serial_out: Box<dyn Write + Send>) -> Result<Self> {
+    fn start(
+        config: VmConfig,
+        serial_out: Box<dyn Write + Send>,
+        net: Option<NetConfig>,
+    ) -> Result<Self> {
         if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
             return Err(Error::InvalidVcpuCount(config.vcpus));
         }
@@ -392,8 +408,13 @@ impl Vm {
             )
             .map_err(overlap)?;
 
-        let extra =
-            crate::device_manager::DeviceManager::new(&config, &vm_fd, &memory, &mut buses.mmio)?;
+        let extra = crate::device_manager::DeviceManager::new(
+            &config,
+            net,
+            &vm_fd,
+            &memory,
+            &mut buses.mmio,
+        )?;
         let acpi = crate::acpi::AcpiConfig::new(config.vcpus).with_virtio_devices(
             extra
                 .placements()
@@ -479,6 +500,12 @@ impl Vm {
     /// Counters of tolerated guest misbehaviour; the handle stays valid after the VM ends.
     pub fn metrics(&self) -> Arc<VmMetrics> {
         self.metrics.clone()
+    }
+
+    /// Counters of the virtio-net device, if the VM has one; the handle stays valid after the
+    /// VM ends.
+    pub fn net_metrics(&self) -> Option<Arc<NetMetrics>> {
+        self.extra.net_metrics()
     }
 
     /// A handle that feeds bytes to the guest's serial console input.

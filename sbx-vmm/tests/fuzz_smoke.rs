@@ -41,3 +41,40 @@ fn block_queue_survives_random_descriptor_tables() {
     // The inputs must reach the request parser, not just bounce off the ring.
     assert!(completed > 300, "only {completed} chains completed");
 }
+
+#[test]
+fn net_queues_survive_random_descriptor_tables() {
+    let mut rng = Rng(0x6e65_7400);
+    let (mut completed, mut delivered) = (0, 0);
+    for i in 0..1500 {
+        let len = (rng.next() % 2048) as usize;
+        let mut data = rng.bytes(len.max(1));
+        // Bias a third of the inputs towards plausible chains: small addresses, sizes around
+        // the header and a full frame.
+        if i % 3 == 0 {
+            for d in data[1..].chunks_exact_mut(16).take(16) {
+                let addr = 0x1_0000 + (rng.next() % 0x2000);
+                d[..8].copy_from_slice(&addr.to_le_bytes());
+                let len = [12, 13, 100, 1526, 2048][(rng.next() % 5) as usize];
+                d[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+                d[12..14].copy_from_slice(&((rng.next() % 4) as u16).to_le_bytes());
+                d[14..16].copy_from_slice(&((rng.next() % 17) as u16).to_le_bytes());
+            }
+            // Heads mostly in range.
+            if let Some(ring) = data.get_mut(257..257 + 33) {
+                ring[0] = 1 + (rng.next() % 16) as u8;
+                for h in ring[1..].chunks_exact_mut(2) {
+                    h.copy_from_slice(&((rng.next() % 18) as u16).to_le_bytes());
+                }
+            }
+        }
+        let n = sbx_vmm::test_utils::fuzz_net_queue(&data);
+        completed += n;
+        if data[0] & 1 == 0 {
+            delivered += n;
+        }
+    }
+    // The inputs must reach the frame paths, not just bounce off the ring.
+    assert!(completed > 300, "only {completed} chains completed");
+    assert!(delivered > 100, "only {delivered} rx chains completed");
+}

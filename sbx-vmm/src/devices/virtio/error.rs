@@ -82,6 +82,9 @@ pub enum VirtioError {
         /// What is missing.
         reason: String,
     },
+    /// The network device's MAC address is all zeros or a multicast address.
+    #[error("MAC address {0:02x?} is not a unicast address")]
+    InvalidMac([u8; 6]),
     /// No MMIO window / interrupt line is left for this device slot.
     #[error("virtio-mmio slot {0} has no free interrupt line")]
     NoSlot(u32),
