@@ -7,11 +7,11 @@
 //! # Flags and why
 //! - `--sandbox namespace` (default [`SandboxMode::Namespace`]): the daemon pivots into the
 //!   shared directory inside new mount/pid/net namespaces (a user namespace too when not
-//!   root), so `..` of the shared root is the root itself and nothing outside the directory is
-//!   reachable, whatever the guest asks. Symlinks are never followed by the daemon (lookups
-//!   use `O_NOFOLLOW`); the guest resolves them in its own tree. `--sandbox none` would let a
-//!   `LOOKUP ..` of the root escape to the parent directory (the integration tests show it),
-//!   so it is only for debugging.
+//!   root). That is the second wall: virtiofsd itself resolves every name with
+//!   `openat2(RESOLVE_IN_ROOT)` relative to the parent and `O_NOFOLLOW` (Linux 5.6+), so `..`
+//!   and symlinks do not leave the directory even unsandboxed, but the namespace also covers
+//!   older kernels and daemon bugs. Symlinks are returned to the guest as links, which the
+//!   guest resolves in its own tree. `--sandbox none` is for debugging.
 //! - `--cache auto` (default [`CacheMode::Auto`]): the guest caches metadata and data for one
 //!   second and revalidates on open, so host edits show up promptly without `never`'s cost.
 //! - `--announce-submounts`: mount points inside the directory get their own device number in
@@ -117,7 +117,7 @@ pub enum SandboxMode {
     Namespace,
     /// `chroot` into the shared directory (root only).
     Chroot,
-    /// No isolation: `..` of the shared root reaches the parent directory. Debugging only.
+    /// No isolation beyond virtiofsd's own path resolution. Debugging only.
     None,
 }
 
