@@ -183,6 +183,25 @@ fn guest_stays_inside_the_shared_directory() {
     }
 }
 
+/// Guest RAM above 3 GiB is a second region (after the MMIO hole) at a later offset of the same
+/// memfd; replies written there by the daemon must land where the guest reads them.
+#[test]
+fn two_memory_regions_around_the_mmio_hole() {
+    let Some(bin) = virtiofsd_or_skip() else {
+        return;
+    };
+    let d = dirs();
+    std::fs::write(d.shared.join("high.txt"), b"reply in high memory").unwrap();
+    let _daemon = start_virtiofsd(&bin, &d, sandbox_for_tests());
+    let high = 0x1_0000_0000u64 + 0x10_0000;
+    let mut h = Harness::with_memory(&d.socket, 0xc000_0000 + (16 << 20), high);
+    assert_eq!(h.init() & status::DEVICE_NEEDS_RESET, 0);
+    h.fuse_init();
+    let e = h.lookup(FUSE_ROOT_ID, "high.txt").unwrap();
+    let fh = h.open(e.nodeid, libc::O_RDONLY as u32).unwrap();
+    assert_eq!(h.read(e.nodeid, fh, 4096).unwrap(), b"reply in high memory");
+}
+
 #[test]
 fn backend_killed_mid_run_marks_the_device_failed() {
     let Some(bin) = virtiofsd_or_skip() else {

@@ -106,6 +106,7 @@ pub struct Harness {
     last_used: [u16; 2],
     next_desc: u16,
     unique: u64,
+    reply_buf: u64,
 }
 
 impl Drop for Harness {
@@ -123,7 +124,12 @@ pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Harness {
     pub fn new(socket: &Path) -> Self {
-        let mem = create_guest_memory(MEM_SIZE).unwrap();
+        Self::with_memory(socket, MEM_SIZE, REPLY_BUF)
+    }
+
+    /// A harness with `mem_size` bytes of guest RAM whose FUSE replies land at `reply_buf`.
+    pub fn with_memory(socket: &Path, mem_size: u64, reply_buf: u64) -> Self {
+        let mem = create_guest_memory(mem_size).unwrap();
         let fs = Arc::new(Mutex::new(
             Fs::new(FsConfig::new("workspace", socket)).unwrap(),
         ));
@@ -149,6 +155,7 @@ impl Harness {
             last_used: [0; 2],
             next_desc: 0,
             unique: 0,
+            reply_buf,
         }
     }
 
@@ -248,7 +255,7 @@ impl Harness {
         req.extend_from_slice(body);
         self.mem.write_slice(&req, GuestAddress(REQ_BUF)).unwrap();
         self.mem
-            .write_slice(&vec![0u8; REPLY_LEN as usize], GuestAddress(REPLY_BUF))
+            .write_slice(&vec![0u8; REPLY_LEN as usize], GuestAddress(self.reply_buf))
             .unwrap();
 
         let q = usize::from(REQUEST_QUEUE);
@@ -257,7 +264,7 @@ impl Harness {
         let second = (head + 1) % QSIZE;
         self.next_desc = self.next_desc.wrapping_add(2);
         write_desc(&self.mem, base, head, REQ_BUF, req.len() as u32, 1, second);
-        write_desc(&self.mem, base, second, REPLY_BUF, REPLY_LEN, 2, 0);
+        write_desc(&self.mem, base, second, self.reply_buf, REPLY_LEN, 2, 0);
         let avail = base + 0x400;
         let slot = u64::from(self.next_avail[q] % QSIZE);
         self.mem
@@ -294,13 +301,13 @@ impl Harness {
             .read_obj(GuestAddress(used + 8 + 8 * slot))
             .unwrap();
         assert_eq!(id, u32::from(head), "used ring returned another chain");
-        let out: OutHeader = self.mem.read_obj(GuestAddress(REPLY_BUF)).unwrap();
+        let out: OutHeader = self.mem.read_obj(GuestAddress(self.reply_buf)).unwrap();
         assert_eq!(out.unique, self.unique);
         assert_eq!(out.len, len, "used length and FUSE reply length differ");
         let body_len = (len as usize).saturating_sub(std::mem::size_of::<OutHeader>());
         let mut data = vec![0u8; body_len];
         self.mem
-            .read_slice(&mut data, GuestAddress(REPLY_BUF + 16))
+            .read_slice(&mut data, GuestAddress(self.reply_buf + 16))
             .unwrap();
         Some((out, data))
     }
