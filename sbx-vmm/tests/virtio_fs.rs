@@ -305,3 +305,31 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+
+#[test]
+fn virtiofsd_helper_reports_start_failures_and_kills_on_drop() {
+    use sbx_vmm::virtiofsd::VirtiofsdError;
+    use sbx_vmm::{Virtiofsd, VirtiofsdConfig};
+    let d = dirs();
+    let missing = VirtiofsdConfig::new(&d.shared, &d.socket).binary(d.tmp.path().join("nope"));
+    assert!(matches!(
+        Virtiofsd::spawn(&missing),
+        Err(VirtiofsdError::Spawn { .. })
+    ));
+    let exits = VirtiofsdConfig::new(&d.shared, &d.socket).binary("/bin/false");
+    assert!(matches!(
+        Virtiofsd::spawn(&exits),
+        Err(VirtiofsdError::Exited { .. })
+    ));
+
+    let Some(bin) = virtiofsd_or_skip() else {
+        return;
+    };
+    let daemon = start_virtiofsd(&bin, &d, sandbox_for_tests());
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{}", daemon.pid()));
+    assert!(proc_dir.exists());
+    drop(daemon);
+    // Killed and reaped (a zombie would keep /proc/PID), and the socket removed.
+    assert!(!proc_dir.exists());
+    assert!(!d.socket.exists());
+}
