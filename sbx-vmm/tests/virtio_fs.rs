@@ -333,3 +333,29 @@ fn virtiofsd_helper_reports_start_failures_and_kills_on_drop() {
     assert!(!proc_dir.exists());
     assert!(!d.socket.exists());
 }
+
+#[test]
+fn driver_reset_and_reinit_reuses_the_backend() {
+    let Some(bin) = virtiofsd_or_skip() else {
+        return;
+    };
+    let d = dirs();
+    std::fs::write(d.shared.join("f"), b"again").unwrap();
+    let _daemon = start_virtiofsd(&bin, &d, sandbox_for_tests());
+    let mut h = Harness::new(&d.socket);
+    assert_eq!(h.init() & status::DEVICE_NEEDS_RESET, 0);
+    h.fuse_init();
+    assert!(h.lookup(FUSE_ROOT_ID, "f").is_ok());
+    // The driver resets (e.g. module reload) and starts over with fresh rings.
+    let st = h.init();
+    assert_eq!(
+        st & status::DEVICE_NEEDS_RESET,
+        0,
+        "re-activation failed: {st:#x}"
+    );
+    assert_eq!(lock(&h.fs).metrics().activations.get(), 2);
+    h.fuse_init();
+    let e = h.lookup(FUSE_ROOT_ID, "f").unwrap();
+    let fh = h.open(e.nodeid, libc::O_RDONLY as u32).unwrap();
+    assert_eq!(h.read(e.nodeid, fh, 64).unwrap(), b"again");
+}

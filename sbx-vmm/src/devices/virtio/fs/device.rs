@@ -231,12 +231,14 @@ impl Fs {
         }
     }
 
-    /// Hand the memory table and the ready queues to the backend and enable them.
+    /// Hand the memory table and the ready queues to the backend and enable them; `enabled`
+    /// collects the queues handed over, also when a later step fails.
     fn setup_backend(
         &mut self,
         mem: &GuestMemory,
         queues: &[Queue],
-    ) -> Result<Vec<usize>, vhost::Error> {
+        enabled: &mut Vec<usize>,
+    ) -> Result<(), vhost::Error> {
         let mut acked = self.acked_features;
         if self.backend_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0 {
             acked |= VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
@@ -247,7 +249,6 @@ impl Fs {
             .map(VhostUserMemoryRegionInfo::from_guest_region)
             .collect::<Result<Vec<_>, _>>()?;
         self.frontend.set_mem_table(&regions)?;
-        let mut enabled = Vec::new();
         for (i, q) in queues.iter().enumerate() {
             if !q.ready() {
                 continue;
@@ -266,6 +267,7 @@ impl Fs {
                 avail_ring_addr: hva(q.avail_ring())?,
                 log_addr: None,
             };
+            enabled.push(i);
             self.frontend.set_vring_num(i, q.size())?;
             self.frontend.set_vring_addr(i, &ring)?;
             self.frontend.set_vring_base(i, q.next_avail())?;
@@ -274,9 +276,8 @@ impl Fs {
             if acked & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0 {
                 self.frontend.set_vring_enable(i, true)?;
             }
-            enabled.push(i);
         }
-        Ok(enabled)
+        Ok(())
     }
 
     /// Stop the backend's rings (`GET_VRING_BASE` stops a ring in vhost-user).
@@ -348,8 +349,9 @@ impl VirtioDevice for Fs {
             ));
         }
         let queues = take_queues::<NUM_QUEUES>(queues, &[REQUEST_QUEUE])?;
-        match self.setup_backend(&mem, &queues) {
-            Ok(enabled) => {
+        let mut enabled = Vec::new();
+        match self.setup_backend(&mem, &queues, &mut enabled) {
+            Ok(()) => {
                 self.metrics.activations.inc();
                 tracing::debug!(queues = ?enabled, "virtio-fs: backend queues enabled");
                 self.active = Some(Active {
@@ -365,6 +367,8 @@ impl VirtioDevice for Fs {
                     error = %e,
                     "virtio-fs: the vhost-user backend refused the queue setup"
                 );
+                // Do not leave half-configured rings running in the backend.
+                self.stop_backend(&enabled);
                 Err(ActivateError::Backend(Box::new(e)))
             }
         }
