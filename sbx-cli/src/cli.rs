@@ -15,6 +15,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// First-run setup: choose the default network policy (open, balanced, locked-down).
+    Login(crate::commands::login::LoginArgs),
     /// Report what this host supports: KVM, namespaces, state directory.
     Diagnose(crate::commands::diagnose::DiagnoseArgs),
     /// Store API tokens on the host; sandboxes only see placeholders.

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod exit;
 mod paths;
+pub mod policy_store;
 
 use std::process::ExitCode;
 

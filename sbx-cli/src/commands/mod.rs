@@ -3,6 +3,7 @@
 pub mod diagnose;
 pub mod image;
 pub mod kit;
+pub mod login;
 pub mod secret;
 
 use crate::cli::{Cli, Command};
@@ -15,5 +16,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Secret(args) => secret::run(args),
         Command::Image(args) => image::run(args),
         Command::Kit(args) => kit::run(args),
+        Command::Login(args) => login::run(args),
     }
 }
