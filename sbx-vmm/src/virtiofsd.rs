@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 pub const VIRTIOFSD_ENV: &str = "SBX_VIRTIOFSD";
 
 /// How to install `virtiofsd` when it is missing.
-pub const VIRTIOFSD_INSTALL_HINT: &str = "install it with `apt-get install libseccomp-dev \
-     libcap-ng-dev pkg-config && cargo install virtiofsd --locked` (or run scripts/install-deps), \
-     or point SBX_VIRTIOFSD at the binary";
+pub const VIRTIOFSD_INSTALL_HINT: &str =
+    "sbx needs the Rust virtiofsd with --translate-uid (1.14.0 is tested); install it with \
+     `apt-get install libseccomp-dev libcap-ng-dev pkg-config && cargo install virtiofsd \
+     --locked` (or run scripts/install-deps), or point SBX_VIRTIOFSD at the binary";
 
 /// The guest uid/gid of sbx's `agent` user.
 pub const AGENT_ID: u32 = 1000;
@@ -283,8 +284,11 @@ fn current_gid() -> u32 {
     nix::unistd::getegid().as_raw()
 }
 
-/// Find `virtiofsd`: `$SBX_VIRTIOFSD`, then `PATH`, then `~/.cargo/bin` (where
-/// `cargo install` puts it) and the distribution locations (`/usr/libexec`, `/usr/lib/qemu`).
+/// Find `virtiofsd`: `$SBX_VIRTIOFSD` as given, else the first usable binary on `PATH`, in
+/// `~/.cargo/bin` (where `cargo install` puts it) or `/usr/libexec`. Usable means the Rust
+/// virtiofsd with `--translate-uid` (sbx pins and tests 1.14.0); QEMU's old C daemon
+/// (`/usr/lib/qemu/virtiofsd`, Debian's `qemu-system-common`) has another command line and is
+/// skipped, as are older Rust releases.
 pub fn find_virtiofsd() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(VIRTIOFSD_ENV) {
         return Some(PathBuf::from(p));
@@ -303,8 +307,30 @@ pub fn find_virtiofsd() -> Option<PathBuf> {
         candidates.push(c.join("bin/virtiofsd"));
     }
     candidates.push("/usr/libexec/virtiofsd".into());
-    candidates.push("/usr/lib/qemu/virtiofsd".into());
-    candidates.into_iter().find(|p| is_executable(p))
+    candidates
+        .into_iter()
+        .find(|p| is_executable(p) && is_supported(p))
+}
+
+/// Whether `binary --help` lists the options sbx passes.
+fn is_supported(binary: &Path) -> bool {
+    let Ok(out) = Command::new(binary)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+    else {
+        return false;
+    };
+    let text = [out.stdout, out.stderr].concat();
+    let text = String::from_utf8_lossy(&text);
+    [
+        "--shared-dir",
+        "--translate-uid",
+        "--announce-submounts",
+        "--sandbox",
+    ]
+    .iter()
+    .all(|opt| text.contains(opt))
 }
 
 fn is_executable(p: &Path) -> bool {
