@@ -1,9 +1,10 @@
 //! The agent's life: setup, listeners, startup and main commands, signals, shutdown.
 
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use sbx_exec::ExitStatus;
 use crate::error::{Error, Result};
 use crate::exec::{self, ExecDefaults};
 use crate::init::{self, DevMode, SwitchRoot};
+use crate::net::{self, NetSetup};
 use crate::reaper::Reaper;
 use crate::{modules, session, sys};
 
@@ -71,6 +73,14 @@ pub struct AgentConfig {
     pub env: Vec<(OsString, OsString)>,
     /// How long processes get between SIGTERM and SIGKILL at shutdown.
     pub shutdown_grace: Duration,
+    /// Static IPv4 setup of the guest interface (microVM; in a namespace sandbox the
+    /// launcher may configure the TAP itself).
+    pub net: Option<NetSetup>,
+    /// Name server written to `/etc/resolv.conf`.
+    pub nameserver: Option<IpAddr>,
+    /// PEM file of the sandbox CA to install into the trust store; read before the switch to
+    /// the root disk when it exists there (initramfs), else from the final root.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -89,6 +99,9 @@ impl Default for AgentConfig {
             power_off: false,
             env: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
+            net: None,
+            nameserver: None,
+            ca_cert: None,
         }
     }
 }
@@ -207,6 +220,43 @@ fn signal_loop(sfd: OwnedFd, shared: Arc<Shared>) {
     }
 }
 
+/// Network, resolver and trust store setup under `root`. Failures are logged, not fatal: the
+/// sandbox stays usable (and debuggable) without a network. Returns the environment the CA
+/// installation adds to every command.
+fn guest_network(
+    config: &AgentConfig,
+    early_ca: Option<Vec<u8>>,
+    root: &Path,
+) -> Vec<(OsString, OsString)> {
+    if let Some(setup) = &config.net {
+        if let Err(e) = net::configure_network(setup) {
+            tracing::error!("network setup failed: {}", crate::cli::error_chain(&e));
+        }
+    }
+    if let Some(ns) = config.nameserver {
+        if let Err(e) = net::write_resolv_conf(root, ns) {
+            tracing::error!("{}", crate::cli::error_chain(&e));
+        }
+    }
+    let Some(path) = &config.ca_cert else {
+        return Vec::new();
+    };
+    let pem = match early_ca.map_or_else(|| std::fs::read(path), Ok) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the CA certificate");
+            return Vec::new();
+        }
+    };
+    match net::install_ca_cert(root, &pem) {
+        Ok(env) => env,
+        Err(e) => {
+            tracing::error!(path = %path.display(), "CA installation failed: {}", crate::cli::error_chain(&e));
+            Vec::new()
+        }
+    }
+}
+
 fn terminate_all(shared: &Shared, grace: Duration) {
     let pid1 = sys::getpid() == 1;
     let kill_all = |sig| {
@@ -248,6 +298,8 @@ pub fn run(config: AgentConfig) -> Result<i32> {
             tracing::warn!(error = %e, "cannot become a subreaper");
         }
     }
+    // The CA file may live in the initramfs, which the switch to the root disk hides.
+    let early_ca = config.ca_cert.as_ref().and_then(|p| std::fs::read(p).ok());
     if config.init {
         if !config.modules.is_empty() {
             let dir = config
@@ -265,11 +317,13 @@ pub fn run(config: AgentConfig) -> Result<i32> {
             init::set_hostname(h)?;
         }
     }
+    let mut env = guest_network(&config, early_ca, Path::new("/"));
+    env.extend(config.env.iter().cloned());
     let shared = Arc::new(Shared {
         reaper: Reaper::default(),
         defaults: ExecDefaults {
             root: PathBuf::from("/"),
-            env: config.env.clone(),
+            env,
         },
         shutdown: Mutex::new(None),
         shutdown_cond: Condvar::new(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::agent::{self, AgentConfig, Listen, OnMainExit};
 use crate::error::{Error, Result};
 use crate::init::{DevMode, SwitchRoot};
+use crate::net::NetSetup;
 
 /// The name under which any binary acts as the agent (`argv[0]`'s file name).
 pub const AGENT_NAME: &str = "sbx-guest";
@@ -32,6 +33,13 @@ sbx-guest [OPTIONS] [-- MAIN_COMMAND [ARGS...]]
   --root-device DEV      switch_root to DEV after loading modules
   --root-fstype TYPE     filesystem of --root-device (default ext4)
   --shutdown-grace-ms N  SIGTERM-to-SIGKILL delay at shutdown (default 5000)
+  --net ADDR/PREFIX[,GW] bring up lo and the interface with this IPv4 address, MTU 1500,
+                         and a default route through GW (waits up to 5 s for the interface)
+  --net-if NAME          the interface --net configures (default eth0)
+  --nameserver IP        write /etc/resolv.conf naming IP
+  --ca-cert PATH         install this PEM CA into the trust store and point SSL_CERT_FILE,
+                         NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, GIT_SSL_CAINFO and
+                         CURL_CA_BUNDLE at it for every command
   --log LEVEL            error, warn (default), info, debug, trace
 ";
 
@@ -44,6 +52,7 @@ where
     let mut level = tracing::Level::WARN;
     let mut root_device: Option<PathBuf> = None;
     let mut root_fstype = "ext4".to_owned();
+    let mut net_if: Option<String> = None;
     let mut it = args.into_iter();
     let usage = |m: String| Error::Usage(m);
     while let Some(a) = it.next() {
@@ -118,6 +127,16 @@ where
             "--load-module" => c.modules.push(text(value()?)?),
             "--root-device" => root_device = Some(value()?.into()),
             "--root-fstype" => root_fstype = text(value()?)?,
+            "--net" => c.net = Some(NetSetup::parse(&text(value()?)?)?),
+            "--net-if" => net_if = Some(text(value()?)?),
+            "--nameserver" => {
+                c.nameserver = Some(
+                    text(value()?)?
+                        .parse()
+                        .map_err(|_| usage("--nameserver: not an IP address".into()))?,
+                )
+            }
+            "--ca-cert" => c.ca_cert = Some(value()?.into()),
             "--shutdown-grace-ms" => c.shutdown_grace = Duration::from_millis(num(value()?)?),
             "--log" => {
                 level = text(value()?)?
@@ -127,6 +146,11 @@ where
             "-h" | "--help" => return Err(usage(USAGE.to_owned())),
             other => return Err(usage(format!("unknown flag {other}\n\n{USAGE}"))),
         }
+    }
+    match (net_if, c.net.as_mut()) {
+        (Some(name), Some(net)) => net.iface = name,
+        (Some(_), None) => return Err(usage("--net-if needs --net".into())),
+        (None, _) => {}
     }
     if let Some(dev) = root_device {
         c.switch_root = Some(SwitchRoot::new(dev, root_fstype));
@@ -160,17 +184,22 @@ where
     match agent::run(config) {
         Ok(code) => code,
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            tracing::error!("{msg}");
+            tracing::error!("{}", error_chain(&e));
             1
         }
     }
+}
+
+/// `e` and its causes, joined with `: `.
+pub(crate) fn error_chain(e: &Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }
 
 /// Whether this process was started as the agent: `argv[0]` named [`AGENT_NAME`],
@@ -257,6 +286,38 @@ mod tests {
             &["--dev", "weird"],
             &["--env", "=x"],
             &["--bogus"],
+        ] {
+            assert!(matches!(parse(a), Err(Error::Usage(_))), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn network_flags() {
+        let (c, _) = parse(&[
+            "--net",
+            "10.77.0.2/24,10.77.0.1",
+            "--net-if",
+            "ens3",
+            "--nameserver",
+            "10.77.0.1",
+            "--ca-cert",
+            "/run/sbx/ca.pem",
+        ])
+        .unwrap();
+        let net = c.net.unwrap();
+        assert_eq!(net.iface, "ens3");
+        assert_eq!(net.address, std::net::Ipv4Addr::new(10, 77, 0, 2));
+        assert_eq!(net.gateway, Some(std::net::Ipv4Addr::new(10, 77, 0, 1)));
+        assert_eq!(c.nameserver, Some("10.77.0.1".parse().unwrap()));
+        assert_eq!(c.ca_cert, Some(PathBuf::from("/run/sbx/ca.pem")));
+        let (c, _) = parse(&[]).unwrap();
+        assert!(c.net.is_none() && c.nameserver.is_none() && c.ca_cert.is_none());
+        for a in [
+            &["--net", "10.77.0.2"][..],
+            &["--net", "10.77.0.2/24,10.9.0.1"],
+            &["--net-if", "eth1"],
+            &["--nameserver", "gateway"],
+            &["--net"],
         ] {
             assert!(matches!(parse(a), Err(Error::Usage(_))), "{a:?}");
         }

@@ -31,6 +31,28 @@ pub enum Error {
     /// `modules.dep` has a dependency cycle through this module.
     #[error("dependency cycle through kernel module {0}")]
     ModuleCycle(String),
+    /// Configuring a network interface failed.
+    #[error("cannot {what} {iface}")]
+    Network {
+        /// What the agent was doing, e.g. `set the address of`.
+        what: &'static str,
+        /// The interface.
+        iface: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The network interface did not appear (is the virtio-net driver loaded?).
+    #[error("network interface {iface} did not appear within {waited:?}")]
+    NoInterface {
+        /// The interface.
+        iface: String,
+        /// How long the agent waited.
+        waited: std::time::Duration,
+    },
+    /// The CA certificate file is not PEM (`-----BEGIN CERTIFICATE-----` ...).
+    #[error("the CA certificate is not a PEM certificate")]
+    BadCertificate,
     /// Bad command-line arguments.
     #[error("usage: {0}")]
     Usage(String),

@@ -1,5 +1,5 @@
 //! Thin safe wrappers over the Linux calls the agent needs. All `unsafe` of the crate except the
-//! child-side setup in `exec.rs` lives here.
+//! child-side setup in `exec.rs` and the interface ioctls in `net.rs` lives here.
 
 use std::ffi::CString;
 use std::fs::File;

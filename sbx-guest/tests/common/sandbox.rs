@@ -108,6 +108,10 @@ pub struct Opts<'a> {
     /// Start in the host's root (no chroot) with the agent binary as built; for tests that
     /// move to another root themselves (switch_root).
     pub host_root: bool,
+    /// Run in this named network namespace (`ip netns exec`) instead of the host's.
+    pub netns: Option<&'a str>,
+    /// Files to create in the root before the agent starts: (path inside the root, contents).
+    pub files: &'a [(&'a str, &'a [u8])],
 }
 
 impl Sandbox {
@@ -119,6 +123,11 @@ impl Sandbox {
         let dir = TempDir::new("sb");
         let root = dir.0.join("root");
         build_busybox_root(&root);
+        for (path, data) in opts.files {
+            let p = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
         let argv0: Vec<std::ffi::OsString> = if opts.host_root {
             vec![agent_exe().into_os_string()]
         } else {
@@ -146,7 +155,14 @@ impl Sandbox {
             args.extend(["--listen-fd".into(), "3".into()]);
         }
         args.extend(opts.args.iter().map(|s| s.to_string()));
-        let mut cmd = Command::new("unshare");
+        let mut cmd = match opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "unshare"]);
+                c
+            }
+            None => Command::new("unshare"),
+        };
         cmd.args(["--pid", "--fork", "--mount", "--uts", "--kill-child"]);
         if !opts.host_root {
             cmd.arg(format!("--root={}", root.display()));
