@@ -15,6 +15,24 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a sandbox for an agent and a workspace folder (not started).
+    Create(crate::commands::create::CreateArgs),
+    /// Create if missing, start in the background, and attach the agent's terminal.
+    Run(crate::commands::run::RunArgs),
+    /// Run a command in a sandbox (starting it if stopped); the exit code passes through.
+    Exec(crate::commands::exec::ExecArgs),
+    /// List sandboxes.
+    Ls(crate::commands::ls::LsArgs),
+    /// Stop sandboxes (their files are kept).
+    Stop(crate::commands::stop::StopArgs),
+    /// Remove sandboxes and everything in them.
+    Rm(crate::commands::rm::RmArgs),
+    /// The per-sandbox supervisor (started by sbx itself).
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// The sandbox.
+        name: String,
+    },
     /// First-run setup: choose the default network policy (open, balanced, locked-down).
     Login(crate::commands::login::LoginArgs),
     /// Report what this host supports: KVM, namespaces, state directory.

@@ -7,6 +7,7 @@ mod commands;
 mod exit;
 mod paths;
 pub mod policy_store;
+mod sandbox;
 
 use std::process::ExitCode;
 

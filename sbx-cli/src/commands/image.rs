@@ -62,7 +62,7 @@ pub struct LsArgs {
 
 /// Run `sbx image ...`.
 pub fn run(args: ImageArgs) -> anyhow::Result<ExitStatus> {
-    let store = Store::new(crate::paths::data_dir()?.join("images"));
+    let store = Store::new(crate::sandbox::state::Layout::current()?.images());
     match args.command {
         ImageCommand::Build(a) => build(&store, a),
         ImageCommand::Ls(a) => ls(&store, a),
@@ -155,6 +155,32 @@ impl Reporter {
             b.finish_and_clear();
         }
     }
+}
+
+/// Builds (or reuses) the default root filesystem with progress on stderr: `sbx create` and
+/// `sbx run` call this on first use.
+pub(crate) fn build_default_rootfs(store: &Store) -> anyhow::Result<Image> {
+    let mut r = Reporter::new("rootfs");
+    let res = store.build_rootfs(
+        &RootfsRecipe::default(),
+        &BuildOptions::default(),
+        &mut |s| r.step(s),
+    );
+    r.finish();
+    Ok(res?)
+}
+
+/// Builds (or reuses) the default kernel and initramfs with `agent` as `/init`.
+pub(crate) fn build_default_kernel(store: &Store, agent: &Path) -> anyhow::Result<Image> {
+    let mut r = Reporter::new("kernel");
+    let res = store.build_kernel(
+        &KernelRecipe::default(),
+        agent,
+        &BuildOptions::default(),
+        &mut |s| r.step(s),
+    );
+    r.finish();
+    Ok(res?)
 }
 
 fn build(store: &Store, a: BuildArgs) -> anyhow::Result<ExitStatus> {

@@ -1,10 +1,16 @@
 //! One module per subcommand.
 
+pub mod create;
 pub mod diagnose;
+pub mod exec;
 pub mod image;
 pub mod kit;
 pub mod login;
+pub mod ls;
+pub mod rm;
+pub mod run;
 pub mod secret;
+pub mod stop;
 
 use crate::cli::{Cli, Command};
 use crate::exit::ExitStatus;
@@ -12,6 +18,13 @@ use crate::exit::ExitStatus;
 /// Dispatch a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.command {
+        Command::Create(args) => create::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Exec(args) => exec::run(args),
+        Command::Ls(args) => ls::run(args),
+        Command::Stop(args) => stop::run(args),
+        Command::Rm(args) => rm::run(args),
+        Command::Supervise { name } => crate::sandbox::supervisor::main(&name),
         Command::Diagnose(args) => diagnose::run(args),
         Command::Secret(args) => secret::run(args),
         Command::Image(args) => image::run(args),
