@@ -123,6 +123,12 @@ const GUESTS: &[GuestBuild] = &[
         c: true,
     },
     GuestBuild {
+        output: "net.elf",
+        sources: &["start64.S", "rt.c", "net.c"],
+        defines: &[],
+        c: true,
+    },
+    GuestBuild {
         output: "hello-64-qemu.elf",
         sources: &["hello.S", "pvh-long-shim.S"],
         defines: &[],

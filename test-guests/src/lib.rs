@@ -31,6 +31,7 @@
 //! | [`SPIN`] | PVH | [`expect::SPIN`], then a busy loop | never (host stop) |
 //! | [`VIRTIO`] | Long64 | see below | poweroff |
 //! | [`VSOCK`] | Long64 | see below | poweroff |
+//! | [`NET`] | Long64 | see below | poweroff |
 //!
 //! The PVH hello guests print `start_info=bad` instead of `start_info=ok` when `%ebx` does
 //! not point at the `hvm_start_info` magic `0x336ec578`.
@@ -112,6 +113,26 @@
 //! ```
 //! Failures print `vsock: error <what>` and bump the count in the `done` line.
 //!
+//! ## `NET`
+//! A polling virtio-net driver (virtio-mmio version 2, two split queues of 8, no interrupts)
+//! for sbx-vmm's net device; it uses the first device with id 1 and accepts exactly
+//! `VIRTIO_F_VERSION_1`, `VIRTIO_NET_F_MAC` and `VIRTIO_NET_F_STATUS`. It sends one frame
+//! (12-byte zero header, then broadcast destination, its MAC, EtherType 0x88b5 and the 15
+//! bytes `ping from guest`: 29 bytes), and only then posts eight 1536-byte receive buffers,
+//! so the answer has to wait in the backend. It waits about 4 s (1e10 TSC ticks) for the
+//! first received frame, checks its header (zero except `num_buffers = 1`), destination
+//! (its MAC) and EtherType, and prints its payload (unprintable bytes as `.`). Output when
+//! the host answers from `02:5b:78:00:00:01` with payload `pong from host`:
+//! ```text
+//! sbx-test-guest: net
+//! net: mac=<the device's MAC, lowercase hex with colons> status=1
+//! net: sent 29 bytes
+//! net: got 28 bytes from 02:5b:78:00:00:01: pong from host
+//! net: done errors=0
+//! sbx-test-guest: poweroff
+//! ```
+//! Failures print `net: error <what>` and bump the count in the `done` line.
+//!
 //! # QEMU check variants
 //! [`qemu`] holds the 64-bit guests wrapped for QEMU, which boots ELF kernels only via PVH:
 //! a PVH shim builds sbx-vmm's 64-bit entry state and jumps to the same guest code. Run with
@@ -173,6 +194,8 @@ pub const VIRTIO: &str = concat!(env!("OUT_DIR"), "/virtio.elf");
 /// Polling virtio-vsock driver: one host-initiated and one guest-initiated connection.
 /// 64-bit entry.
 pub const VSOCK: &str = concat!(env!("OUT_DIR"), "/vsock.elf");
+/// Polling virtio-net driver: one frame out, one frame back. 64-bit entry.
+pub const NET: &str = concat!(env!("OUT_DIR"), "/net.elf");
 
 /// The 64-bit guests behind a PVH-to-long-mode shim, for checking them under QEMU.
 pub mod qemu {
@@ -271,6 +294,7 @@ pub const GUESTS: &[Guest] = &[
     guest("smp", SMP, Entry::Pvh),
     guest("virtio", VIRTIO, Entry::Long64),
     guest("vsock", VSOCK, Entry::Long64),
+    guest("net", NET, Entry::Long64),
 ];
 
 /// The QEMU check variants (all PVH).
