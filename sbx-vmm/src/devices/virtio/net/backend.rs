@@ -41,6 +41,31 @@ pub trait NetBackend: Send {
 ///
 /// [`new`](Self::new) puts the fd in non-blocking mode. Sends on a socket use `MSG_NOSIGNAL`, so
 /// a closed peer is an error rather than `SIGPIPE`.
+///
+/// A VM whose network card is one end of a socketpair; a userspace stack serves the other:
+///
+/// ```no_run
+/// use std::os::fd::OwnedFd;
+///
+/// use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+/// use sbx_vmm::{FdNetBackend, NetConfig, VmBuilder};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (vmm_end, stack_end): (OwnedFd, OwnedFd) = socketpair(
+///     AddressFamily::Unix,
+///     SockType::SeqPacket,
+///     None,
+///     SockFlag::SOCK_CLOEXEC,
+/// )?;
+/// let backend = FdNetBackend::new(vmm_end)?;
+/// let vm = VmBuilder::new("vmlinuz")
+///     .net(NetConfig::new([0x02, 0x5b, 0x78, 0, 0, 2], Box::new(backend)))
+///     .start()?;
+/// // Each read of `stack_end` is one Ethernet frame from the guest; each write is one to it.
+/// # drop((vm, stack_end));
+/// # Ok(())
+/// # }
+/// ```
 pub struct FdNetBackend {
     fd: OwnedFd,
     socket: bool,
