@@ -19,8 +19,14 @@
 //! - Credentials: a [`CredentialProvider`] (name to [`secrecy::SecretString`]) and
 //!   [`Credential`] bindings (name, [`Sentinel`], hosts). The sandbox only ever sees the
 //!   sentinel.
-//! - [`PolicyLog`]: one [`LogRecord`] per HTTP request or per tunnel; [`JsonLinesLog`] is a
-//!   durable sink another process can read while the proxy writes.
+//! - Entry points for a userspace network stack, on a listener-less [`Proxy::new`]:
+//!   [`Proxy::serve_connection`] (the explicit proxy over any stream),
+//!   [`Proxy::serve_transparent`] (direct TLS/HTTP connections, named by SNI or `Host`, which
+//!   must match what the guest resolved through [`Proxy::resolve_for_guest`]; spliced, never
+//!   injected), [`Proxy::serve_network`] (other TCP, `IP`/CIDR rules only) and
+//!   [`Proxy::log_blocked_network`] (rate-limited records of what the stack drops).
+//! - [`PolicyLog`]: one [`LogRecord`] per HTTP request, tunnel, flow or guest DNS query;
+//!   [`JsonLinesLog`] is a durable sink another process can read while the proxy writes.
 //!
 //! The crate never builds a tokio runtime: call [`Proxy::bind`] from inside the caller's
 //! runtime. rustls and rcgen use the *ring* provider.
@@ -103,9 +109,10 @@
 //! (a sentinel in a body to an unbound host is not detected; a secret reflected in a
 //! response body by a bound host reaches the sandbox); `forward-bypass` tunnels are opaque
 //! by design (only SNI is checked); a malformed chunk line in the middle of a request body
-//! aborts the request (the head was already forwarded) instead of answering `400`; the
-//! `transparent` and `network` proxy kinds belong to the userspace network stack, which is
-//! not part of this crate yet.
+//! aborts the request (the head was already forwarded) instead of answering `400`;
+//! `transparent` flows are spliced, not terminated: only the first request of a cleartext
+//! keep-alive connection is checked, and a TLS client may send a different name inside the
+//! encrypted session (domain fronting) to a server at an address it may reach.
 
 mod ca;
 mod credentials;
