@@ -68,6 +68,7 @@ pub struct CreateArgs {
 /// Run `sbx create`.
 pub fn run(args: CreateArgs) -> anyhow::Result<ExitStatus> {
     let layout = Layout::current()?;
+    crate::policy_store::ensure_configured(&layout.data_dir)?;
     let workspace = lifecycle::workspace_path(args.path.as_deref())?;
     let (dir, cfg) = lifecycle::create(&layout, &args.agent, workspace, &args.flags.options())?;
     lifecycle::ensure_images(&layout, cfg.backend)?;

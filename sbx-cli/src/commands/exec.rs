@@ -56,6 +56,7 @@ pub struct ExecArgs {
 /// Run `sbx exec`.
 pub fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
     let layout = Layout::current()?;
+    crate::policy_store::ensure_configured(&layout.data_dir)?;
     let (dir, cfg) = lifecycle::find(&layout, &args.sandbox)?;
     let mut extra = Vec::new();
     for kv in &args.env {

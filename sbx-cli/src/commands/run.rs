@@ -103,6 +103,7 @@ fn resolve(layout: &Layout, args: &RunArgs) -> anyhow::Result<(SandboxDir, Sandb
 /// Run `sbx run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitStatus> {
     let layout = Layout::current()?;
+    crate::policy_store::ensure_configured(&layout.data_dir)?;
     let (dir, cfg) = resolve(&layout, &args)?;
     let client = lifecycle::ensure_running(&layout, &dir, &cfg)?;
     let mut argv = cfg.command.clone();

@@ -150,6 +150,7 @@ pub fn wait_ready(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
+    let child_pid = child.id();
     let mut child_done = false;
     loop {
         if !child_done {
@@ -162,8 +163,13 @@ pub fn wait_ready(
             }
         }
         let held = SandboxLock::try_acquire(&dir.lock_path())?.is_none();
-        let st = dir.read_state();
-        match st {
+        // Only a state written by our supervisor (or, when another one won the race, by the
+        // one holding the lock) counts: an old `failed` from before this start does not.
+        let current = |s: &RunState| {
+            s.pid == Some(child_pid)
+                || (child_done && s.pid.and_then(|p| i32::try_from(p).ok()) == dir.supervisor_pid())
+        };
+        match dir.read_state().filter(current) {
             Some(s)
                 if s.status == RunStatus::Running
                     && held
