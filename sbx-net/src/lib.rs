@@ -120,6 +120,7 @@ mod error;
 mod log;
 mod policy;
 mod proxy;
+mod stack;
 
 pub use ca::CertificateAuthority;
 pub use credentials::{Credential, CredentialProvider, Sentinel, StaticCredentials};
@@ -127,3 +128,4 @@ pub use error::{Error, Result};
 pub use log::{JsonLinesLog, LogRecord, MemoryLog, NoLog, PolicyLog, ProxyKind, RecordType};
 pub use policy::*;
 pub use proxy::*;
+pub use stack::*;

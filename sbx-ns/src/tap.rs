@@ -48,6 +48,20 @@ impl Tap {
     }
 }
 
+impl Tap {
+    /// The device's file descriptor, for a frame consumer such as sbx-net's `NetStack`
+    /// (closing it removes the device).
+    pub fn into_fd(self) -> OwnedFd {
+        OwnedFd::from(self.file)
+    }
+}
+
+impl From<Tap> for OwnedFd {
+    fn from(tap: Tap) -> OwnedFd {
+        tap.into_fd()
+    }
+}
+
 impl AsRawFd for Tap {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
