@@ -552,6 +552,34 @@ fn errors_users_hit() {
     }
     // Nothing half-made was left by the failures.
     assert_eq!(h.ok(&["ls", "-q"]), "my-app\n");
+
+    // An image build that fails names its log; the sandbox is kept.
+    let not_a_dir = h.dir.join("images-file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let out = h
+        .sbx()
+        .env("SBX_IMAGES_DIR", &not_a_dir)
+        .args([
+            "create",
+            "--name",
+            "img",
+            "--isolation",
+            "namespace",
+            "shell",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let log = not_a_dir.join("logs/rootfs-default.log");
+    assert!(
+        err.contains(&format!(
+            "the image build failed; its log is kept at {}",
+            log.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(h.status("img"), "stopped");
 }
 
 #[test]

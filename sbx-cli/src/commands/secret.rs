@@ -418,7 +418,7 @@ fn namespace() -> String {
 
 /// The store named by `SBX_SECRET_STORE`, else the default for this host: the desktop Secret
 /// Service when a session bus offers one that answers, else the kernel keyring.
-fn chosen_kind() -> anyhow::Result<StoreKind> {
+pub(crate) fn chosen_kind() -> anyhow::Result<StoreKind> {
     match env("SBX_SECRET_STORE") {
         Some(v) if v != "auto" => Ok(v.parse::<StoreKind>()?),
         _ if secret_service().is_ok_and(|s| s.probe().is_ok()) => Ok(StoreKind::SecretService),

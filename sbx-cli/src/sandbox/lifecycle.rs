@@ -74,7 +74,8 @@ pub fn store(layout: &Layout) -> Store {
 /// Builds the images a backend needs on first use, with progress on stderr.
 pub fn ensure_images(layout: &Layout, backend: Backend) -> anyhow::Result<()> {
     let store = store(layout);
-    let have_rootfs = store.current(ImageKind::Rootfs, "default")?;
+    // An unreadable store is rebuilt like a missing one (the build reports what is wrong).
+    let have_rootfs = store.current(ImageKind::Rootfs, "default").ok().flatten();
     let need_ext4 = backend == Backend::Microvm;
     if have_rootfs.is_none() || (need_ext4 && have_rootfs.and_then(|i| i.rootfs_ext4()).is_none()) {
         let _ = writeln!(
@@ -88,7 +89,13 @@ pub fn ensure_images(layout: &Layout, backend: Backend) -> anyhow::Result<()> {
             )
         })?;
     }
-    if backend == Backend::Microvm && store.current(ImageKind::Kernel, "default")?.is_none() {
+    if backend == Backend::Microvm
+        && store
+            .current(ImageKind::Kernel, "default")
+            .ok()
+            .flatten()
+            .is_none()
+    {
         let agent = std::env::current_exe()?;
         crate::commands::image::build_default_kernel(&store, &agent).with_context(|| {
             format!(
