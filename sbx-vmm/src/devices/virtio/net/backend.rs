@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{send, MsgFlags};
+use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::sys::stat::{fstat, SFlag};
 
 /// A source and sink of Ethernet frames for a virtio-net device (the seam between the VMM and
@@ -45,19 +45,11 @@ pub trait NetBackend: Send {
 /// A VM whose network card is one end of a socketpair; a userspace stack serves the other:
 ///
 /// ```no_run
-/// use std::os::fd::OwnedFd;
-///
-/// use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 /// use sbx_vmm::{FdNetBackend, NetConfig, VmBuilder};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let (vmm_end, stack_end): (OwnedFd, OwnedFd) = socketpair(
-///     AddressFamily::Unix,
-///     SockType::SeqPacket,
-///     None,
-///     SockFlag::SOCK_CLOEXEC,
-/// )?;
-/// let backend = FdNetBackend::new(vmm_end)?;
+/// // The same as `FdNetBackend::new` over one end of a socketpair(AF_UNIX, SOCK_SEQPACKET).
+/// let (backend, stack_end) = FdNetBackend::socketpair()?;
 /// let vm = VmBuilder::new("vmlinuz")
 ///     .net(NetConfig::new([0x02, 0x5b, 0x78, 0, 0, 2], Box::new(backend)))
 ///     .start()?;
@@ -89,6 +81,20 @@ impl FdNetBackend {
         let st = fstat(&fd).map_err(io::Error::from)?;
         let socket = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK;
         Ok(Self { fd, socket })
+    }
+
+    /// A new `socketpair(AF_UNIX, SOCK_SEQPACKET)` (both ends close-on-exec): a backend over
+    /// one end, and the other end for the network stack (left blocking; the stack sets its own
+    /// mode).
+    pub fn socketpair() -> io::Result<(Self, OwnedFd)> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        Ok((Self::new(ours)?, theirs))
     }
 }
 
@@ -135,17 +141,9 @@ impl NetBackend for FdNetBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
     fn pair() -> (FdNetBackend, OwnedFd) {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
-        (FdNetBackend::new(a).unwrap(), b)
+        FdNetBackend::socketpair().unwrap()
     }
 
     #[test]
