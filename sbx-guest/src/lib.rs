@@ -46,8 +46,11 @@
 //! passes everything after `--` on its command line to `/init`, e.g.
 //! `rdinit=/init -- --dev devtmpfs --modules-dir /lib/modules/6.1.0-28-cloud-amd64
 //! --load-module virtio_mmio --load-module virtio_blk --load-module vmw_vsock_virtio_transport
-//! --root-device /dev/vda --vsock-port 52 --poweroff`, and the host connects with
-//! [`sbx_exec::HybridVsockTransport`].
+//! --load-module virtio_net --root-device /dev/vda --vsock-port 52 --poweroff
+//! --net 10.77.0.2/24,10.77.0.1 --nameserver 10.77.0.1 --ca-cert /run/sbx/ca.pem`, and the
+//! host connects with [`sbx_exec::HybridVsockTransport`]. The network flags run after the
+//! PID-1 setup and before the startup commands ([`configure_network`], [`write_resolv_conf`],
+//! [`install_ca_cert`]); a failure there is logged and the agent carries on.
 //!
 //! Flags: see [`USAGE`]. The agent finds itself in any binary through [`run_if_agent`]: when
 //! `argv[0]` is named `sbx-guest` (as [`install_agent`] arranges), or `SBX_GUEST_AGENT=1`.
