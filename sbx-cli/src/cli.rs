@@ -43,4 +43,8 @@ pub enum Command {
     Image(crate::commands::image::ImageArgs),
     /// Check kits (spec.yaml folders) and show what they would do.
     Kit(crate::commands::kit::KitArgs),
+    /// Network policy: the default preset, allow and deny rules, and the request log.
+    Policy(crate::commands::policy::PolicyArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completion(crate::commands::completion::CompletionArgs),
 }

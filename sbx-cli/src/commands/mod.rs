@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod completion;
 pub mod create;
 pub mod diagnose;
 pub mod exec;
@@ -7,6 +8,8 @@ pub mod image;
 pub mod kit;
 pub mod login;
 pub mod ls;
+pub mod policy;
+pub mod policy_log;
 pub mod rm;
 pub mod run;
 pub mod secret;
@@ -30,5 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Image(args) => image::run(args),
         Command::Kit(args) => kit::run(args),
         Command::Login(args) => login::run(args),
+        Command::Policy(args) => policy::run(args),
+        Command::Completion(args) => completion::run(args),
     }
 }
