@@ -44,10 +44,8 @@ pub fn run(args: LoginArgs) -> anyhow::Result<ExitStatus> {
     // would hide it, so a new login replaces that override.
     let mut global = policy_store::read_global(&data_dir)?;
     let replaced = global.preset.take();
-    if replaced.is_some() || policy_store::global_path(&data_dir).exists() {
-        // Rewriting the file also tells running sandboxes (they watch its mtime).
-        policy_store::write_global(&data_dir, &global)?;
-    }
+    // Always (re)written: running sandboxes watch this file's mtime, not config.json's.
+    policy_store::write_global(&data_dir, &global)?;
 
     let mut out = std::io::stdout().lock();
     match previous {

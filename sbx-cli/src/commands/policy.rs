@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use sbx_net::{Action, Host, Pattern, Preset, Resource, Rule, BALANCED_ALLOWLIST};
 
 use crate::exit::ExitStatus;
-use crate::policy_store::{self as store, PresetSource};
+use crate::policy_store as store;
 
 /// Arguments of `sbx policy`.
 #[derive(Debug, Args)]
@@ -598,9 +598,6 @@ fn ls(data_dir: &Path, a: LsArgs) -> anyhow::Result<ExitStatus> {
             out,
             "\n`sbx policy ls SANDBOX` also shows the rules a sandbox's agent template and kits add."
         )?;
-    }
-    if source == PresetSource::BuiltIn {
-        writeln!(out, "(run `sbx login` to choose the default policy)")?;
     }
     Ok(ExitStatus::Success)
 }
