@@ -119,6 +119,11 @@ fn login_help() {
 
 /// Runs `sbx login` on a pseudo-terminal (util-linux `script`), typing `input`.
 fn login_on_a_terminal(home: &Path, input: &str) -> Option<Out> {
+    on_a_terminal(home, "login", input)
+}
+
+/// Runs `sbx ARGS` on a pseudo-terminal (util-linux `script`), typing `input`.
+fn on_a_terminal(home: &Path, args: &str, input: &str) -> Option<Out> {
     let probe = Command::new("script").arg("--version").output();
     if !probe.is_ok_and(|o| o.status.success()) {
         #[allow(clippy::print_stderr)]
@@ -127,7 +132,7 @@ fn login_on_a_terminal(home: &Path, input: &str) -> Option<Out> {
         }
         return None;
     }
-    let cmd = format!("{} login", env!("CARGO_BIN_EXE_sbx"));
+    let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_sbx"));
     let mut child = Command::new("script")
         .args(["-q", "-e", "-c", &cmd, "/dev/null"])
         .env("SBX_HOME", home)
@@ -139,8 +144,8 @@ fn login_on_a_terminal(home: &Path, input: &str) -> Option<Out> {
         .unwrap();
     let mut pipe = child.stdin.take().unwrap();
     pipe.write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
     drop(pipe);
+    let out = child.wait_with_output().unwrap();
     Some(Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n"),
@@ -178,4 +183,25 @@ fn login_on_a_terminal_shows_a_menu() {
     let out = login_on_a_terminal(home.path(), "\n").unwrap();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(config(home.path())["default_policy"], "balanced");
+}
+
+#[test]
+fn other_commands_ask_on_first_use_on_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let Some(out) = on_a_terminal(home.path(), "policy ls", "1\n") else {
+        return;
+    };
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("Choose the default network policy"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("preset: allow-all (chosen at `sbx login`)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(config(home.path())["default_policy"], "open");
 }
