@@ -137,7 +137,7 @@ fn transparent_allowed_denied_and_dns(w: &World) {
         .table
         .lock()
         .unwrap()
-        .insert("real.test".into(), "192.0.2.10".parse().unwrap());
+        .insert("real.test".into(), "203.0.113.10".parse().unwrap());
     let cfg = over(base_config(w, &ca, &log), "open.test", up.addr);
     let cfg = over(cfg, "web.test", web)
         .with_policy(allow(&["open.test", "web.test", "real.test"]))
@@ -160,7 +160,7 @@ fn transparent_allowed_denied_and_dns(w: &World) {
     assert_eq!(o.stdout, "hello from /hi");
     // Allowed and not overridden: the resolver is asked, the guest gets its answer.
     let o = g.sh("getent ahostsv4 real.test | head -1");
-    assert!(o.stdout.starts_with("192.0.2.10"), "{}", o.stdout);
+    assert!(o.stdout.starts_with("203.0.113.10"), "{}", o.stdout);
     // Denied: NXDOMAIN, and the connection never happens.
     let o = g.sh("curl -sS --max-time 20 --noproxy '*' https://denied.test/; echo rc=$?");
     assert!(o.stdout.contains("rc=6"), "could not resolve: {}", o.stderr);
@@ -194,8 +194,8 @@ fn blocked_paths_fail_and_are_logged(w: &World) {
         assert_ne!(o.code, 0, "{url} must fail: {}", o.stdout);
     };
     // A raw IP (port 80: transparent without a resolved name; 8080: network, no rule).
-    curl(&g, "http://192.0.2.1/");
-    curl(&g, "http://192.0.2.1:8080/");
+    curl(&g, "http://203.0.113.1/");
+    curl(&g, "http://203.0.113.1:8080/");
     // The gateway on other ports, including the port of a host loopback service.
     curl(&g, "http://10.77.0.1:8080/");
     // Blocked records are rate-limited per (protocol, address) and second.
@@ -211,7 +211,7 @@ fn blocked_paths_fail_and_are_logged(w: &World) {
     let py = r#"
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.sendto(b"x", ("192.0.2.7", 9999))
+s.sendto(b"x", ("203.0.113.7", 9999))
 s.sendto(b"x", ("8.8.8.8", 53))
 p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 p.bind(("eth0", 0))
@@ -226,7 +226,7 @@ print("sent")
 "#;
     let o = g.sh(&format!("python3 -c '{py}'"));
     assert!(o.stdout.contains("sent"), "{}", o.stderr);
-    let o = g.sh("ping -c 1 -W 2 192.0.2.9; echo rc=$?");
+    let o = g.sh("ping -c 1 -W 2 203.0.113.9; echo rc=$?");
     assert!(!o.stdout.contains("rc=0"), "ping must fail");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let recs = g.records();
@@ -240,8 +240,8 @@ print("sent")
         let host = host.to_string();
         move |r: &LogRecord| r.host == host && r.port == port
     };
-    assert!(blocked(&recs, to("192.0.2.1", 80)), "raw ip :80");
-    assert!(blocked(&recs, to("192.0.2.1", 8080)), "raw ip :8080");
+    assert!(blocked(&recs, to("203.0.113.1", 80)), "raw ip :80");
+    assert!(blocked(&recs, to("203.0.113.1", 8080)), "raw ip :8080");
     assert!(blocked(&recs, to("10.77.0.1", 8080)), "gateway port");
     assert!(
         blocked(&recs, to("10.77.0.1", host_service.port())),
@@ -254,13 +254,13 @@ print("sent")
             >= 2,
         "metadata, direct and proxied"
     );
-    assert!(blocked(&recs, to("192.0.2.7", 9999)), "udp");
+    assert!(blocked(&recs, to("203.0.113.7", 9999)), "udp");
     assert!(
         blocked(&recs, to("8.8.8.8", 53)),
         "udp to a foreign dns server"
     );
     assert!(
-        blocked(&recs, |r| r.host == "192.0.2.9"
+        blocked(&recs, |r| r.host == "203.0.113.9"
             && r.protocol.as_deref() == Some("icmp")),
         "icmp"
     );
