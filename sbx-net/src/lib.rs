@@ -110,9 +110,9 @@
 //! response body by a bound host reaches the sandbox); `forward-bypass` tunnels are opaque
 //! by design (only SNI is checked); a malformed chunk line in the middle of a request body
 //! aborts the request (the head was already forwarded) instead of answering `400`;
-//! `transparent` flows are spliced, not terminated: only the first request of a cleartext
-//! keep-alive connection is checked, and a TLS client may send a different name inside the
-//! encrypted session (domain fronting) to a server at an address it may reach.
+//! `transparent` TLS flows are spliced, not terminated: a client may send a different name
+//! inside the encrypted session (domain fronting) to a server at an address it may reach
+//! (cleartext `transparent` connections are checked request by request).
 
 mod ca;
 mod credentials;

@@ -279,6 +279,77 @@ async fn plain_http_is_routed_by_its_host_header() {
     assert_eq!(plain.accepted.load(Ordering::SeqCst), 1);
 }
 
+/// Reads until `needle` has arrived (or 5 s).
+async fn read_until(s: &mut DuplexStream, needle: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn every_request_on_a_transparent_cleartext_connection_is_checked() {
+    let pki = TestPki::new();
+    let plain = plain_upstream().await;
+    let sentinel = Sentinel::github();
+    let cred = Credential::new("github", sentinel.clone(), &["api.test"]).unwrap();
+    let st = stack(
+        &pki,
+        policy(&["web.test", "other.test"]),
+        &["web.test", "other.test"],
+        |c| c.with_credential(cred),
+    );
+    let later_heads = [
+        // Another name, even an allowed one: the connection belongs to the name it opened with.
+        "GET /two HTTP/1.1\r\nHost: other.test\r\n\r\n".to_string(),
+        format!("GET /two HTTP/1.1\r\nHost: web.test\r\nX-Token: {sentinel}\r\n\r\n"),
+        "GET /two HTTP/1.1\r\n\r\n".to_string(),
+        // Smuggling shapes are refused by the framing guard.
+        "POST /two HTTP/1.1\r\nHost: web.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
+    ];
+    let reasons = [
+        Reason::IdentityMismatch,
+        Reason::CredentialExfiltration,
+        Reason::NoServerName,
+        Reason::BadRequest,
+    ];
+    for (head, reason) in later_heads.iter().zip(reasons) {
+        let mut flow = st.transparent(local(plain.port()), &["web.test"], 64 * 1024);
+        flow.guest
+            .write_all(b"GET /one HTTP/1.1\r\nHost: web.test\r\n\r\n")
+            .await
+            .unwrap();
+        let first = read_until(&mut flow.guest, "upstream saw /one").await;
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        flow.guest.write_all(head.as_bytes()).await.unwrap();
+        assert_eq!(read_all(&mut flow.guest).await, "", "{head}");
+        finished(flow.task).await;
+        let r = st.records().pop().unwrap();
+        assert_eq!((r.decision, r.reason), (Verdict::Deny, reason), "{head}");
+    }
+    // Pipelined behind an allowed request in the same write.
+    let mut flow = st.transparent(local(plain.port()), &["web.test"], 64 * 1024);
+    flow.guest
+        .write_all(
+            b"GET /a HTTP/1.1\r\nHost: web.test\r\n\r\nGET /b HTTP/1.1\r\nHost: other.test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let _ = read_all(&mut flow.guest).await;
+    finished(flow.task).await;
+    assert_eq!(st.records().pop().unwrap().reason, Reason::IdentityMismatch);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let paths: Vec<String> = plain.seen().into_iter().map(|s| s.path).collect();
+    assert!(paths.iter().all(|p| p == "/one" || p == "/a"), "{paths:?}");
+    assert_eq!(paths.iter().filter(|p| *p == "/one").count(), 4);
+}
+
 #[tokio::test]
 async fn a_sentinel_in_cleartext_to_an_unbound_host_is_exfiltration() {
     let pki = TestPki::new();

@@ -13,6 +13,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
@@ -62,9 +64,20 @@ pub(crate) fn close_unless_switched<B>(
     }
 }
 
+/// An extra check on every complete request head (the transparent path re-checks the
+/// destination of each request on a spliced keep-alive connection).
+pub(crate) type HeadCheck =
+    Box<dyn FnMut(&httparse::Request<'_, '_>) -> Result<(), &'static str> + Send>;
+
 /// Wraps the client side of an HTTP/1.x server connection.
 pub(crate) struct H1Guard<T> {
     inner: T,
+    check: Option<HeadCheck>,
+    /// Fail with a read error instead of handing hyper a poisoned request (nothing parses
+    /// the bytes downstream: they are spliced).
+    strict: bool,
+    /// Set when the guard refuses something (for the spliced path's log record).
+    refused: Option<Arc<AtomicBool>>,
     state: State,
     /// Validated bytes waiting for hyper.
     ready: BytesMut,
@@ -79,6 +92,9 @@ impl<T> H1Guard<T> {
     pub(crate) fn new(inner: T, max_head: usize) -> Self {
         H1Guard {
             inner,
+            check: None,
+            strict: false,
+            refused: None,
             state: State::Head,
             ready: BytesMut::new(),
             line: Vec::new(),
@@ -88,10 +104,32 @@ impl<T> H1Guard<T> {
         }
     }
 
+    /// A guard for a spliced connection: every head must also pass `check`, and a violation
+    /// ends the stream with an error (the bytes before the offending head are delivered; the
+    /// head and anything after it never are).
+    /// `refused` is set on the first refusal (a failed check or a framing violation).
+    pub(crate) fn strict(
+        inner: T,
+        max_head: usize,
+        check: HeadCheck,
+        refused: Arc<AtomicBool>,
+    ) -> Self {
+        let mut guard = H1Guard::new(inner, max_head);
+        guard.check = Some(check);
+        guard.strict = true;
+        guard.refused = Some(refused);
+        guard
+    }
+
     fn fail(&mut self, why: &'static str) {
-        tracing::info!(why, "rejecting malformed http/1 request");
+        tracing::info!(why, "rejecting http/1 request");
         self.line.clear();
-        self.ready.extend_from_slice(POISON);
+        if !self.strict {
+            self.ready.extend_from_slice(POISON);
+        }
+        if let Some(refused) = &self.refused {
+            refused.store(true, Ordering::Relaxed);
+        }
         self.failed = true;
     }
 
@@ -259,6 +297,10 @@ impl<T> H1Guard<T> {
                 return self.fail("unsupported transfer-encoding");
             }
         }
+        let verdict = self.check.as_mut().map(|check| check(&req));
+        if let Some(Err(why)) = verdict {
+            return self.fail(why);
+        }
         let connect = req.method == Some("CONNECT");
         self.ready.extend_from_slice(&head);
         self.state = if connect || upgrade {
@@ -287,6 +329,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for H1Guard<T> {
                 self.ready.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            if self.failed && self.strict {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request refused",
+                )));
+            }
             if self.failed || self.eof {
                 return Poll::Ready(Ok(()));
             }
@@ -304,7 +352,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for H1Guard<T> {
                         // EOF: hand over a partial head as is; hyper reports it incomplete.
                         self.eof = true;
                         let rest = std::mem::take(&mut self.line);
-                        self.ready.extend_from_slice(&rest);
+                        // A spliced connection never forwards an unchecked partial head.
+                        if !(self.strict && matches!(self.state, State::Head)) {
+                            self.ready.extend_from_slice(&rest);
+                        }
                     } else {
                         self.feed(&tmp[..n]);
                     }
@@ -398,6 +449,44 @@ mod tests {
             g.feed(&bad[cut..]);
             assert!(g.failed, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn strict_guards_check_every_head_and_stop_at_the_first_refusal() {
+        let check: HeadCheck = Box::new(|req| {
+            let host = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"))
+                .map(|h| h.value);
+            if host == Some(&b"ok"[..]) {
+                Ok(())
+            } else {
+                Err("other host")
+            }
+        });
+        let refused = Arc::new(AtomicBool::new(false));
+        let mut g = H1Guard::strict((), 64 * 1024, check, refused.clone());
+        let first = b"POST / HTTP/1.1\r\nHost: ok\r\nContent-Length: 5\r\n\r\nHost:";
+        g.feed(first);
+        g.feed(b"GET / HTTP/1.1\r\nHost: no\r\n\r\nGET / HTTP/1.1\r\nHost: ok\r\n\r\n");
+        assert!(g.failed && refused.load(Ordering::Relaxed));
+        // The body that merely looks like a header went through; nothing after the refusal.
+        assert_eq!(&g.ready[..], &first[..]);
+    }
+
+    #[tokio::test]
+    async fn strict_guards_end_with_an_error_and_drop_partial_heads() {
+        use tokio::io::AsyncReadExt;
+        let input: &[u8] = b"GET / HTTP/1.1\r\nHost: no\r\n\r\n";
+        let mut g = H1Guard::strict(input, 1024, Box::new(|_| Err("refused")), Arc::default());
+        let mut out = Vec::new();
+        assert!(g.read_to_end(&mut out).await.is_err());
+        assert!(out.is_empty());
+        let partial: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n";
+        let mut g = H1Guard::strict(partial, 1024, Box::new(|_| Ok(())), Arc::default());
+        g.read_to_end(&mut out).await.unwrap();
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -127,8 +127,9 @@ pub(crate) fn refuse(shared: &Shared, mut rec: LogRecord, reason: Reason, rule: 
     shared.log.record(&rec);
 }
 
-/// Connects to `target`, sends `first`, splices, and writes the allowed record with the byte
-/// counts once the flow ends.
+/// Connects to `target`, sends `first`, splices, and returns the allowed record with the
+/// byte counts once the flow ends (for the caller to write), or `None` when the connection
+/// failed (the refusal is already recorded).
 pub(crate) async fn connect_and_splice<I>(
     shared: &Shared,
     mut io: I,
@@ -136,7 +137,8 @@ pub(crate) async fn connect_and_splice<I>(
     first: &[u8],
     mut rec: LogRecord,
     decision: &Decision,
-) where
+) -> Option<LogRecord>
+where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let rule = decision.rule.clone();
@@ -144,11 +146,13 @@ pub(crate) async fn connect_and_splice<I>(
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, %target, "upstream connect failed");
-            return refuse(shared, rec, Reason::UpstreamUnreachable, rule);
+            refuse(shared, rec, Reason::UpstreamUnreachable, rule);
+            return None;
         }
     };
     if !first.is_empty() && upstream.write_all(first).await.is_err() {
-        return refuse(shared, rec, Reason::UpstreamUnreachable, rule);
+        refuse(shared, rec, Reason::UpstreamUnreachable, rule);
+        return None;
     }
     rec.rule = rule;
     rec.decision = Verdict::Allow;
@@ -157,7 +161,7 @@ pub(crate) async fn connect_and_splice<I>(
     let _ = io.shutdown().await;
     rec.bytes_up = up + first.len() as u64;
     rec.bytes_down = down;
-    shared.log.record(&rec);
+    Some(rec)
 }
 
 /// Checks an address the guest connects to directly: deny rules naming it, the SSRF guard
@@ -209,7 +213,11 @@ impl Proxy {
             return refuse(shared, rec, denied.reason, denied.rule.or(decision.rule));
         }
         shared
-            .until_stopped(connect_and_splice(shared, io, dst, &[], rec, &decision))
+            .until_stopped(async {
+                if let Some(rec) = connect_and_splice(shared, io, dst, &[], rec, &decision).await {
+                    shared.log.record(&rec);
+                }
+            })
             .await;
     }
 

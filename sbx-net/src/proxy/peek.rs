@@ -254,7 +254,8 @@ fn parse_http(buf: &[u8]) -> Step {
     }
 }
 
-fn http_head(req: &httparse::Request<'_, '_>) -> Peeked {
+/// The parts of a complete request head the transparent path checks.
+pub(crate) fn http_head(req: &httparse::Request<'_, '_>) -> Peeked {
     let (Some(method), Some(path)) = (req.method, req.path) else {
         return Peeked::Invalid("incomplete request line");
     };

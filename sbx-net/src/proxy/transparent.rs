@@ -4,15 +4,19 @@
 //! connection is then spliced to the address, uninspected (no TLS termination, no injection).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
+use super::guard::{H1Guard, HeadCheck};
+use super::io::Prefixed;
 use super::network::{check_direct, connect_and_splice, refuse};
-use super::peek::{Peeked, Peeker, MAX_PEEK};
+use super::peek::{http_head, Peeked, Peeker, MAX_PEEK};
 use super::server::{Proxy, Shared};
 use crate::credentials::Scan;
 use crate::log::{LogRecord, ProxyKind, RecordType};
-use crate::policy::{canonical_ip, parse_authority, Decision, Host, Reason};
+use crate::policy::{canonical_ip, parse_authority, Decision, Host, Reason, Verdict};
 
 /// Reads until the first bytes decide what the connection is. Returns the bytes read (to be
 /// replayed upstream) and the decision.
@@ -72,10 +76,14 @@ impl Proxy {
     /// refuses. Allowed: the bytes read are replayed to `original_dst` (or to the name's
     /// resolver override when the guest connected to the override's address) and both
     /// directions spliced. `bypass` rules make no difference here: nothing is terminated or
-    /// injected. Only the first request of a cleartext keep-alive connection is inspected.
+    /// injected. On cleartext connections every later request head (pipelined or
+    /// keep-alive) passes the strict framing guard and must name the same host, be allowed
+    /// and carry no misplaced sentinel; the first refusal closes the connection before the
+    /// refused head is forwarded.
     ///
     /// One record of kind `transparent` per connection: type `network` for TLS (with `sni`),
-    /// `http` with method and path for cleartext, byte counts when it ends.
+    /// `http` with the first request's method and path for cleartext, byte counts when it
+    /// ends (a later refusal turns it into a blocked record with that reason).
     pub async fn serve_transparent<I>(&self, io: I, original_dst: SocketAddr, names: &[String])
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -95,7 +103,7 @@ impl Proxy {
 }
 
 async fn transparent<I>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut io: I,
     dst: SocketAddr,
     names: &[String],
@@ -174,5 +182,80 @@ async fn transparent<I>(
             return refuse(shared, rec, denied.reason, denied.rule.or(decision.rule));
         }
     };
-    connect_and_splice(shared, io, target, &first, rec, &decision).await;
+    if head.is_none() {
+        if let Some(rec) = connect_and_splice(shared, io, target, &first, rec, &decision).await {
+            shared.log.record(&rec);
+        }
+        return;
+    }
+    // Cleartext: every request on the connection (pipelined in the peeked bytes or sent later
+    // on the keep-alive connection) must name the same host and pass the same checks; the
+    // first refusal ends the connection before the refused head is forwarded.
+    let refused: Arc<Mutex<Option<Reason>>> = Arc::default();
+    let check = head_check(shared.clone(), host, dst.port(), refused.clone());
+    let framing = Arc::new(AtomicBool::new(false));
+    let io = H1Guard::strict(
+        Prefixed::new(first, io),
+        shared.limits.max_header_bytes,
+        check,
+        framing.clone(),
+    );
+    if let Some(mut rec) = connect_and_splice(shared, io, target, &[], rec, &decision).await {
+        let reason = refused.lock().ok().and_then(|mut r| r.take());
+        if let Some(reason) = reason.or(framing
+            .load(Ordering::Relaxed)
+            .then_some(Reason::BadRequest))
+        {
+            rec.decision = Verdict::Deny;
+            rec.reason = reason;
+        }
+        shared.log.record(&rec);
+    }
+}
+
+/// The per-request check on a transparent cleartext connection.
+fn head_check(
+    shared: Arc<Shared>,
+    host: Host,
+    port: u16,
+    refused: Arc<Mutex<Option<Reason>>>,
+) -> HeadCheck {
+    Box::new(move |req| {
+        let verdict = check_head(&shared, &host, port, req);
+        if let Err(reason) = verdict {
+            tracing::info!(%host, %reason, "request on a transparent connection refused");
+            if let Ok(mut r) = refused.lock() {
+                *r = Some(reason);
+            }
+            return Err(reason.as_str());
+        }
+        Ok(())
+    })
+}
+
+fn check_head(
+    shared: &Shared,
+    host: &Host,
+    port: u16,
+    req: &httparse::Request<'_, '_>,
+) -> Result<(), Reason> {
+    let Peeked::Http(head) = http_head(req) else {
+        return Err(Reason::BadRequest);
+    };
+    let Some(name) = head.host else {
+        return Err(Reason::NoServerName);
+    };
+    match parse_authority(&name) {
+        Ok((h, p)) if &h == host && p.is_none_or(|p| p == port) => {}
+        Ok(_) => return Err(Reason::IdentityMismatch),
+        Err(_) => return Err(Reason::BadRequest),
+    }
+    let decision = shared.policy().evaluate(&shared.sandbox, host, port);
+    if !decision.is_allowed() {
+        return Err(decision.reason);
+    }
+    match shared.creds.scan(&head.path, &head.headers, host, port) {
+        Scan::Exfiltration(_) => Err(Reason::CredentialExfiltration),
+        Scan::Bound(_) | Scan::Clean => Ok(()),
+    }
 }
