@@ -218,4 +218,7 @@ async fn missing_broken_and_malformed_names() {
     assert!(log.records()[4..]
         .iter()
         .all(|r| r.decision == Verdict::Deny && r.status == Some(3)));
+    assert_eq!(log.records().last().unwrap().host, "?.ok.test");
+    proxy.resolve_for_guest("\u{1b}[31mred.test").await;
+    assert_eq!(log.records().last().unwrap().host, "?[31mred.test");
 }

@@ -50,7 +50,12 @@ impl Proxy {
         let host = match Host::parse(name) {
             Ok(host @ Host::Name(_)) => host,
             _ => {
-                rec.host = name.chars().take(255).collect();
+                // Guest-controlled: keep log readers' terminals safe.
+                rec.host = name
+                    .chars()
+                    .take(255)
+                    .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+                    .collect();
                 rec.status = Some(RCODE_NXDOMAIN);
                 shared.log.record(&rec);
                 return GuestDns::NotFound;
