@@ -33,6 +33,9 @@ pub enum Command {
         /// The sandbox.
         name: String,
     },
+    /// What a clone-mode sandbox's git remote runs (started by git itself).
+    #[command(name = "__git-upload-pack", hide = true)]
+    GitUploadPack(crate::commands::git_bridge::GitUploadPackArgs),
     /// First-run setup: choose the default network policy (open, balanced, locked-down).
     Login(crate::commands::login::LoginArgs),
     /// Report what this host supports: KVM, namespaces, state directory.

@@ -81,6 +81,8 @@ pub struct AgentConfig {
     /// PEM file of the sandbox CA to install into the trust store; read before the switch to
     /// the root disk when it exists there (initramfs), else from the final root.
     pub ca_cert: Option<PathBuf>,
+    /// virtio-fs shares mounted after the switch to the root disk (microVM workspaces).
+    pub virtiofs: Vec<crate::mounts::VirtiofsMount>,
 }
 
 impl Default for AgentConfig {
@@ -102,6 +104,7 @@ impl Default for AgentConfig {
             net: None,
             nameserver: None,
             ca_cert: None,
+            virtiofs: Vec::new(),
         }
     }
 }
@@ -317,6 +320,7 @@ pub fn run(config: AgentConfig) -> Result<i32> {
             init::set_hostname(h)?;
         }
     }
+    crate::mounts::mount_all(&config.virtiofs)?;
     let mut env = guest_network(&config, early_ca, Path::new("/"));
     env.extend(config.env.iter().cloned());
     let shared = Arc::new(Shared {

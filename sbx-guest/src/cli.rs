@@ -40,6 +40,8 @@ sbx-guest [OPTIONS] [-- MAIN_COMMAND [ARGS...]]
   --ca-cert PATH         install this PEM CA into the trust store and point SSL_CERT_FILE,
                          NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, GIT_SSL_CAINFO and
                          CURL_CA_BUNDLE at it for every command
+  --mount-virtiofs TAG:PATH[:ro]
+                         mount the virtio-fs share TAG at PATH (after the root switch)
   --log LEVEL            error, warn (default), info, debug, trace
 ";
 
@@ -137,6 +139,9 @@ where
                 )
             }
             "--ca-cert" => c.ca_cert = Some(value()?.into()),
+            "--mount-virtiofs" => c
+                .virtiofs
+                .push(crate::mounts::VirtiofsMount::parse(&text(value()?)?)?),
             "--shutdown-grace-ms" => c.shutdown_grace = Duration::from_millis(num(value()?)?),
             "--log" => {
                 level = text(value()?)?

@@ -68,6 +68,7 @@ mod exec;
 mod init;
 mod install;
 mod modules;
+mod mounts;
 mod net;
 mod passwd;
 mod reaper;
@@ -82,6 +83,7 @@ pub use error::{Error, Result};
 pub use init::{set_hostname, standard_mounts, switch_root, DevMode, SwitchRoot};
 pub use install::{install_agent, install_agent_dir, InstalledAgent, INSTALL_DIR};
 pub use modules::{load_modules, module_name, ModuleIndex};
+pub use mounts::{mount_all, VirtiofsMount};
 pub use net::{
     configure_network, install_ca_cert, write_resolv_conf, NetSetup, CA_BUNDLE_PATH, CA_CERT_PATH,
     CA_ENV_VARS, DEFAULT_IFACE_WAIT, DEFAULT_MTU,

@@ -15,7 +15,9 @@ Examples:
   sbx create shell .                      # a bash sandbox for this folder, named shell-<folder>
   sbx create --name api copilot ~/code/api
   sbx create --kit ./kits/python --cpus 2 -m 4g claude .
-  sbx create --isolation namespace shell  # no workspace: works in /home/agent/workspace";
+  sbx create --isolation namespace shell  # no workspace: works in /home/agent/workspace
+  sbx create shell . ~/data:ro            # plus ~/data, read-only, at the same path
+  sbx create --clone copilot .            # a private clone; `git fetch sandbox-copilot-<folder>`";
 
 /// Flags that shape a new sandbox (shared by `create` and `run`).
 #[derive(Debug, Clone, Args)]
@@ -36,6 +38,10 @@ pub struct CreateFlags {
     /// namespace).
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub isolation: Option<Backend>,
+    /// Clone mode: the agent works on a private clone of the PATH repository on the
+    /// sandbox's disk; the host gets the git remote `sandbox-<name>` (see docs/workspaces.md).
+    #[arg(long)]
+    pub clone: bool,
 }
 
 impl CreateFlags {
@@ -47,6 +53,8 @@ impl CreateFlags {
             cpus: self.cpus,
             memory: self.memory.clone(),
             isolation: self.isolation,
+            clone: self.clone,
+            ..CreateOptions::default()
         }
     }
 }
@@ -60,17 +68,20 @@ pub struct CreateArgs {
     /// The agent: shell, copilot, claude, codex or gemini.
     #[arg(value_name = "AGENT")]
     pub agent: String,
-    /// The workspace folder, mounted read-write at the same path inside.
+    /// The workspace folder, mounted read-write at the same path inside; more folders after
+    /// it are mounted at their paths too, read-only with a `:ro` suffix.
     #[arg(value_name = "PATH")]
-    pub path: Option<PathBuf>,
+    pub paths: Vec<PathBuf>,
 }
 
 /// Run `sbx create`.
 pub fn run(args: CreateArgs) -> anyhow::Result<ExitStatus> {
     let layout = Layout::current()?;
     crate::policy_store::ensure_configured(&layout.data_dir)?;
-    let workspace = lifecycle::workspace_path(args.path.as_deref())?;
-    let (dir, cfg) = lifecycle::create(&layout, &args.agent, workspace, &args.flags.options())?;
+    let (workspace, mounts) = crate::sandbox::workspace::parse_paths(&args.paths)?;
+    let mut opts = args.flags.options();
+    opts.mounts = mounts;
+    let (dir, cfg) = lifecycle::create(&layout, &args.agent, workspace, &opts)?;
     lifecycle::ensure_images(&layout, cfg.backend)?;
     writeln!(std::io::stdout(), "{}", dir.name)?;
     let _ = writeln!(

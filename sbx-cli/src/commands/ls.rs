@@ -72,10 +72,7 @@ pub fn run(args: LsArgs) -> anyhow::Result<ExitStatus> {
             agent: cfg.as_ref().map(|c| c.agent.clone()),
             backend: cfg.as_ref().map(|c| c.backend.as_str().to_owned()),
             status: status.as_str(),
-            workspace: cfg
-                .as_ref()
-                .and_then(|c| c.workspace.as_ref())
-                .map(|w| w.display().to_string()),
+            workspace: cfg.as_ref().and_then(crate::sandbox::workspace::describe),
             created_unix: cfg.as_ref().map(|c| c.created_unix),
             cpus: cfg.as_ref().map(|c| c.cpus),
             memory_bytes: cfg.as_ref().map(|c| c.memory_bytes),

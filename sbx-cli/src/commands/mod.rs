@@ -4,6 +4,7 @@ pub mod completion;
 pub mod create;
 pub mod diagnose;
 pub mod exec;
+pub mod git_bridge;
 pub mod image;
 pub mod kit;
 pub mod login;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Stop(args) => stop::run(args),
         Command::Rm(args) => rm::run(args),
         Command::Supervise { name } => crate::sandbox::supervisor::main(&name),
+        Command::GitUploadPack(args) => git_bridge::run(args),
         Command::Diagnose(args) => diagnose::run(args),
         Command::Secret(args) => secret::run(args),
         Command::Image(args) => image::run(args),

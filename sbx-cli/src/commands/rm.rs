@@ -53,6 +53,11 @@ pub fn run(args: RmArgs) -> anyhow::Result<ExitStatus> {
     if names.is_empty() {
         return Ok(ExitStatus::Success);
     }
+    for name in &names {
+        if let Ok(cfg) = layout.sandbox(name).read_config() {
+            crate::sandbox::clone::warn_before_rm(&layout, &cfg);
+        }
+    }
     if !args.force && std::io::stdin().is_terminal() {
         let mut err = std::io::stderr().lock();
         write!(
@@ -70,8 +75,14 @@ pub fn run(args: RmArgs) -> anyhow::Result<ExitStatus> {
     }
     let mut status = ExitStatus::Success;
     for name in &names {
+        let cfg = layout.sandbox(name).read_config().ok();
         match lifecycle::remove(&layout.sandbox(name)) {
-            Ok(()) => writeln!(std::io::stdout(), "{name}")?,
+            Ok(()) => {
+                if let Some(e) = cfg.and_then(|c| crate::sandbox::clone::remove_remote(&c).err()) {
+                    crate::exit::print_error(&e);
+                }
+                writeln!(std::io::stdout(), "{name}")?
+            }
             Err(e) => {
                 crate::exit::print_error(&e);
                 status = ExitStatus::Failure;

@@ -15,6 +15,7 @@ use crate::sandbox::lifecycle;
 use crate::sandbox::state::{closest, Layout, SandboxDir, Status};
 use crate::sandbox::supervisor;
 use crate::sandbox::terminal::{self, AttachOptions, Attached};
+use crate::sandbox::workspace;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -22,6 +23,7 @@ Examples:
   sbx run copilot ~/code/app       # create copilot-app if needed, start it, attach Copilot
   sbx run shell-app                # back into an existing sandbox
   sbx run shell . -- -c 'make test'  # arguments after -- go to the agent's command
+  sbx run shell . ../lib:ro        # ../lib mounted read-only at its own path
 
 Detach with Ctrl-P Ctrl-Q: the sandbox keeps running (as it does when the agent exits).";
 
@@ -34,9 +36,9 @@ pub struct RunArgs {
     /// An agent (shell, copilot, claude, codex, gemini) or an existing sandbox's name.
     #[arg(value_name = "AGENT|SANDBOX")]
     pub target: String,
-    /// The workspace folder (when creating).
+    /// The workspace folder (when creating), then more folders (`PATH:ro` read-only).
     #[arg(value_name = "PATH")]
-    pub path: Option<PathBuf>,
+    pub paths: Vec<PathBuf>,
     /// Arguments for the agent's command.
     #[arg(last = true, value_name = "AGENT_ARGS")]
     pub agent_args: Vec<String>,
@@ -48,10 +50,10 @@ fn resolve(layout: &Layout, args: &RunArgs) -> anyhow::Result<(SandboxDir, Sandb
     let existing = config::validate_name(&args.target).is_ok()
         && layout.sandbox(&args.target).dir.is_dir()
         && args.flags.name.is_none();
-    if existing && (!is_agent || args.path.is_none()) {
+    if existing && (!is_agent || args.paths.is_empty()) {
         let (dir, cfg) = lifecycle::find(layout, &args.target)?;
-        if let Some(p) = &args.path {
-            let ws = lifecycle::workspace_path(Some(p))?;
+        if !args.paths.is_empty() {
+            let (ws, _) = workspace::parse_paths(&args.paths)?;
             if ws != cfg.workspace {
                 bail!(
                     "sandbox {} already exists with workspace {}: run it without PATH, or create another with --name",
@@ -79,7 +81,7 @@ fn resolve(layout: &Layout, args: &RunArgs) -> anyhow::Result<(SandboxDir, Sandb
         }
         bail!(msg);
     }
-    let workspace = lifecycle::workspace_path(args.path.as_deref())?;
+    let (workspace, mounts) = workspace::parse_paths(&args.paths)?;
     let name = args
         .flags
         .name
@@ -97,7 +99,9 @@ fn resolve(layout: &Layout, args: &RunArgs) -> anyhow::Result<(SandboxDir, Sandb
         }
         return Ok((dir, cfg));
     }
-    lifecycle::create(layout, &args.target, workspace, &args.flags.options())
+    let mut opts = args.flags.options();
+    opts.mounts = mounts;
+    lifecycle::create(layout, &args.target, workspace, &opts)
 }
 
 /// Run `sbx run`.

@@ -28,8 +28,8 @@ pub fn ns_config(cfg: &SandboxConfig, dir: &SandboxDir, rootfs: &Path, network: 
         .with_limits(limits)
         .with_network(network)
         .with_setuid(true);
-    if let Some(ws) = &cfg.workspace {
-        c = c.with_bind(Bind::new(ws, ws, false));
+    for b in super::workspace::binds(cfg) {
+        c = c.with_bind(b);
     }
     c
 }
@@ -167,6 +167,7 @@ mod tests {
             install: vec![],
             startup: vec![],
             files: vec![],
+            workspace_mode: Default::default(),
         };
         crate::sandbox::config::apply_kit(&mut cfg, &r.kit);
         let dir = SandboxDir {

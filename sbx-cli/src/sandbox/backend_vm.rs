@@ -64,6 +64,7 @@ pub fn cmdline(cfg: &SandboxConfig, boot: &BootFiles) -> String {
         .iter()
         .map(|s| s.to_string()),
     );
+    words.extend(super::workspace::guest_mount_args(cfg));
     words.join(" ")
 }
 
@@ -85,6 +86,11 @@ pub fn builder(
         .disk(dir.disk(), false)
         .rng(true)
         .vsock(GUEST_CID, dir.vsock_socket()))
+    .map(|b| {
+        super::workspace::fs_shares(cfg, dir)
+            .into_iter()
+            .fold(b, |b, s| b.fs(sbx_vmm::FsConfig::new(s.tag, s.socket)))
+    })
 }
 
 /// Copies the image's root disk for this sandbox (once).
@@ -117,6 +123,8 @@ pub struct VmRunning {
     stop: StopHandle,
     exited: mpsc::Receiver<VmExit>,
     client: sbx_exec::Client,
+    /// One per shared host folder; killed when the VM is dropped.
+    _virtiofsd: Vec<sbx_vmm::Virtiofsd>,
 }
 
 /// Boots the VM with its serial console in `console.log`.
@@ -128,6 +136,8 @@ pub fn start(cfg: &SandboxConfig, dir: &SandboxDir, boot: &BootFiles) -> anyhow:
         .append(true)
         .open(dir.console_log())
         .with_context(|| format!("opening {}", dir.console_log().display()))?;
+    let virtiofsd =
+        super::workspace::start_virtiofsd(cfg, &super::workspace::fs_shares(cfg, dir))?;
     let vm = builder(cfg, dir, boot)?
         .serial_output(Box::new(console))
         .start()
@@ -144,6 +154,7 @@ pub fn start(cfg: &SandboxConfig, dir: &SandboxDir, boot: &BootFiles) -> anyhow:
         stop,
         exited,
         client: sbx_exec::Client::new(transport),
+        _virtiofsd: virtiofsd,
     })
 }
 
@@ -198,6 +209,7 @@ mod tests {
             install: vec![],
             startup: vec![],
             files: vec![],
+            workspace_mode: Default::default(),
         }
     }
 

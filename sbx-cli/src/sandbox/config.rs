@@ -106,6 +106,9 @@ pub struct SandboxConfig {
     /// Written at the first start.
     #[serde(default)]
     pub files: Vec<KitFile>,
+    /// Extra folders, clone mode and the host owner (`"mounts"`, `"clone"`, `"owner"`).
+    #[serde(flatten)]
+    pub workspace_mode: super::workspace::WorkspaceOptions,
 }
 
 /// Where a sandbox without a workspace works.
@@ -480,6 +483,7 @@ mod tests {
             install: vec![],
             startup: vec![],
             files: vec![],
+            workspace_mode: Default::default(),
         };
         apply_kit(&mut cfg, &r.kit);
         assert_eq!(cfg.command, ["bash", "--login"]);

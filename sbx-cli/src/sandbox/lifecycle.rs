@@ -120,6 +120,10 @@ pub struct CreateOptions {
     pub memory: Option<String>,
     /// `--isolation`.
     pub isolation: Option<Backend>,
+    /// Extra folders after the workspace.
+    pub mounts: Vec<super::workspace::Mount>,
+    /// `--clone`.
+    pub clone: bool,
 }
 
 /// The absolute workspace path, which must be a folder.
@@ -148,6 +152,12 @@ pub fn create(
         .clone()
         .unwrap_or_else(|| config::default_name(agent, workspace.as_deref()));
     config::validate_name(&name)?;
+    if opts.clone {
+        match &workspace {
+            Some(ws) => super::clone::validate(ws)?,
+            None => bail!("--clone needs a PATH: the git repository to clone"),
+        }
+    }
     let resolved = config::resolve_kits(agent, &opts.kits)?;
     let (cpus, memory_bytes) =
         config::resources(Host::detect(), opts.cpus, opts.memory.as_deref())?;
@@ -187,9 +197,17 @@ pub fn create(
             install: Vec::new(),
             startup: Vec::new(),
             files: Vec::new(),
+            workspace_mode: super::workspace::WorkspaceOptions {
+                mounts: opts.mounts.clone(),
+                clone: opts.clone,
+                owner: Some(super::workspace::invoking_owner()),
+            },
         };
         config::apply_kit(&mut cfg, &resolved.kit);
         dir.write_config(&cfg)?;
+        if cfg.workspace_mode.clone {
+            super::clone::add_remote(layout, &cfg)?;
+        }
         Ok(cfg)
     })();
     let cfg = match made {
@@ -218,6 +236,7 @@ pub fn ensure_running(
     if dir.status() == Status::Running {
         return Ok(supervisor::client_for(cfg, dir));
     }
+    super::workspace::check_present(cfg)?;
     ensure_images(layout, cfg.backend)?;
     let child = supervisor::spawn(dir, layout)?;
     let timeout = match cfg.backend {

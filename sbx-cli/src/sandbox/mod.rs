@@ -3,9 +3,11 @@
 
 pub mod backend_ns;
 pub mod backend_vm;
+pub mod clone;
 pub mod config;
 pub mod lifecycle;
 pub mod lock;
 pub mod state;
 pub mod supervisor;
 pub mod terminal;
+pub mod workspace;
