@@ -114,6 +114,64 @@ pub enum IdMap {
     Auto,
     /// Only root inside, mapped to the invoking user outside.
     InvokerOnly,
+    /// [`IdMap::Auto`] for a root invoker, except that sandbox id `inside` becomes host uid
+    /// `uid` / gid `gid`, and those host ids take the sandbox's id `inside` in exchange (or
+    /// id 65536 when they are above the range). Files a host user owns then look like the
+    /// sandbox user's own (e.g. the workspace of the user who ran `sudo sbx`), and what that
+    /// sandbox user creates belongs to the host user. Host `uid` 0 (or `uid == inside`)
+    /// gives the `Auto` map. Not root: as [`IdMap::InvokerOnly`].
+    Swap {
+        /// The id inside the sandbox (e.g. 1000 for `agent`).
+        inside: u32,
+        /// The host uid it maps to.
+        uid: u32,
+        /// The host gid it maps to.
+        gid: u32,
+    },
+}
+
+/// Ids a root invoker maps one to one (`0..RANGE`).
+const RANGE: u32 = 65536;
+
+impl IdMap {
+    /// The `uid_map` / `gid_map` lines (`inside outside count`) for a root invoker.
+    pub fn root_lines(self) -> (String, String) {
+        let identity = || format!("0 0 {RANGE}\n");
+        match self {
+            IdMap::Swap { inside, uid, gid } if inside < RANGE => {
+                let one = |host: u32| {
+                    if host == 0 || host == inside {
+                        return identity();
+                    }
+                    // Extents over inside ids: identity except `inside` and `host` trading
+                    // places (or the host id going to RANGE when it is above the range).
+                    let mut out = String::new();
+                    let mut run = |from: u32, to: u32, count: u32| {
+                        if count > 0 {
+                            out.push_str(&format!("{from} {to} {count}\n"));
+                        }
+                    };
+                    if host < RANGE {
+                        let (lo, hi) = (inside.min(host), inside.max(host));
+                        let other = |x: u32| if x == inside { host } else { inside };
+                        run(0, 0, lo);
+                        run(lo, other(lo), 1);
+                        run(lo + 1, lo + 1, hi - lo - 1);
+                        run(hi, other(hi), 1);
+                        run(hi + 1, hi + 1, RANGE - hi - 1);
+                    } else {
+                        run(0, 0, inside);
+                        run(inside, host, 1);
+                        run(inside + 1, inside + 1, RANGE - inside - 1);
+                        run(RANGE, inside, 1);
+                    }
+                    out
+                };
+                (one(uid), one(gid))
+            }
+            _ => (identity(), identity()),
+        }
+    }
 }
 
 /// Which executable does the namespace setup before becoming the sandbox's monitor.
@@ -381,5 +439,68 @@ mod tests {
         assert_eq!(i.args, ["/bin/sh", "-c", "id"]);
         assert_eq!(i.env.iter().filter(|(k, _)| k == "HOME").count(), 1);
         assert!(i.env.contains(&("HOME".into(), "/tmp".into())));
+    }
+}
+
+#[cfg(test)]
+mod id_map_tests {
+    use super::IdMap;
+
+    #[test]
+    fn swap_trades_one_id_pair_and_keeps_the_rest() {
+        let auto = ("0 0 65536\n".to_owned(), "0 0 65536\n".to_owned());
+        assert_eq!(IdMap::Auto.root_lines(), auto);
+        let (u, g) = IdMap::Swap {
+            inside: 1000,
+            uid: 4242,
+            gid: 100,
+        }
+        .root_lines();
+        assert_eq!(
+            u,
+            "0 0 1000\n1000 4242 1\n1001 1001 3241\n4242 1000 1\n4243 4243 61293\n"
+        );
+        assert_eq!(
+            g,
+            "0 0 100\n100 1000 1\n101 101 899\n1000 100 1\n1001 1001 64535\n"
+        );
+        let (u, _) = IdMap::Swap {
+            inside: 1000,
+            uid: 200000,
+            gid: 1000,
+        }
+        .root_lines();
+        assert_eq!(
+            u,
+            "0 0 1000\n1000 200000 1\n1001 1001 64535\n65536 1000 1\n"
+        );
+        for host in [0, 1000] {
+            let m = IdMap::Swap {
+                inside: 1000,
+                uid: host,
+                gid: host,
+            };
+            assert_eq!(m.root_lines(), auto, "{host}");
+        }
+        // Every map covers each inside and outside id at most once.
+        let m = IdMap::Swap {
+            inside: 1000,
+            uid: 1001,
+            gid: 65535,
+        };
+        for lines in [m.root_lines().0, m.root_lines().1] {
+            let mut inside = std::collections::HashSet::new();
+            let mut outside = std::collections::HashSet::new();
+            for l in lines.lines() {
+                let v: Vec<u32> = l.split(' ').map(|x| x.parse().unwrap()).collect();
+                for k in 0..v[2] {
+                    assert!(
+                        inside.insert(v[0] + k) && outside.insert(v[1] + k),
+                        "{lines}"
+                    );
+                }
+            }
+            assert!(lines.lines().count() <= 5);
+        }
     }
 }

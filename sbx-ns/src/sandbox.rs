@@ -107,11 +107,12 @@ fn write_maps(pid: u32, map: IdMap) -> Result<()> {
     let write = |file: &str, text: String| {
         fs::write(proc.join(file), text).map_err(|e| Error::io("write", proc.join(file), e))
     };
-    if uid == 0 && map == IdMap::Auto {
+    if uid == 0 && matches!(map, IdMap::Auto | IdMap::Swap { .. }) {
         // Root may map a range: root inside is root outside (the invoker), and image files
-        // owned by other ids keep their owners.
-        write("uid_map", "0 0 65536\n".into())?;
-        write("gid_map", "0 0 65536\n".into())?;
+        // owned by other ids keep their owners (but for a swapped pair).
+        let (uids, gids) = map.root_lines();
+        write("uid_map", uids)?;
+        write("gid_map", gids)?;
     } else {
         if uid != 0 {
             // An unprivileged gid_map needs setgroups denied first.

@@ -28,9 +28,7 @@ pub fn ns_config(cfg: &SandboxConfig, dir: &SandboxDir, rootfs: &Path, network: 
         .with_limits(limits)
         .with_network(network)
         .with_setuid(true);
-    for b in super::workspace::binds(cfg) {
-        c = c.with_bind(b);
-    }
+    c = super::workspace::apply_ns(c, cfg);
     c
 }
 

@@ -367,7 +367,7 @@ fn first_start(cfg: &SandboxConfig, dir: &SandboxDir, client: &Client) -> anyhow
             "creating the workspace folder",
         )?;
     }
-    super::clone::first_start(cfg, client)?;
+    super::workspace::first_start(cfg, client)?;
     for f in &cfg.files {
         let script = "mkdir -p \"$(dirname \"$1\")\" && printf '%s' \"$SBX_FILE_CONTENT\" > \"$1\" && chmod \"$2\" \"$1\"";
         let argv: Vec<String> = vec![

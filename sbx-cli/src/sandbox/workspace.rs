@@ -130,6 +130,70 @@ pub fn mounts(cfg: &SandboxConfig) -> Vec<(PathBuf, PathBuf, bool)> {
     out
 }
 
+/// The namespace backend's id map. Run as root, ids map one to one (root inside is host root,
+/// `agent` is host uid 1000), except when the sandbox was created through `sudo` by a user
+/// other than uid 1000: then `agent` and that user trade places, so the user's files look like
+/// `agent`'s inside and what `agent` creates belongs to the user. As plain root (no
+/// `SUDO_UID`) the map stays one to one: host root's files stay root's inside (see
+/// docs/workspaces.md).
+pub fn ns_id_map(cfg: &SandboxConfig) -> sbx_ns::IdMap {
+    match cfg.workspace_mode.owner {
+        Some(o) if o.uid != 0 && o.uid != AGENT_ID => sbx_ns::IdMap::Swap {
+            inside: AGENT_ID,
+            uid: o.uid,
+            gid: o.gid,
+        },
+        _ => sbx_ns::IdMap::Auto,
+    }
+}
+
+/// The namespace sandbox's workspace settings: the binds and the id map.
+pub fn apply_ns(mut c: sbx_ns::Config, cfg: &SandboxConfig) -> sbx_ns::Config {
+    for b in binds(cfg) {
+        c = c.with_bind(b);
+    }
+    c.with_id_map(ns_id_map(cfg))
+}
+
+/// First start: with a swapped id map the image's `agent` files (host uid 1000) show up
+/// under the host user's id, so they are given back to `agent` (copied up into the
+/// sandbox's own layer); then clone mode's clone.
+pub fn first_start(cfg: &SandboxConfig, client: &sbx_exec::Client) -> anyhow::Result<()> {
+    if cfg.backend == super::config::Backend::Namespace && ns_id_map(cfg) != sbx_ns::IdMap::Auto {
+        let argv: Vec<String> = [
+            "find",
+            "/home/agent",
+            "-xdev",
+            "!",
+            "-user",
+            "agent",
+            "-exec",
+            "chown",
+            "-h",
+            "agent:agent",
+            "{}",
+            "+",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = client.output(super::supervisor::request(
+            cfg,
+            &argv,
+            "root",
+            Path::new("/"),
+        ))?;
+        if !out.status.success() {
+            bail!(
+                "giving /home/agent back to agent failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    super::clone::first_start(cfg, client)
+}
+
 /// The namespace backend's bind mounts.
 pub fn binds(cfg: &SandboxConfig) -> Vec<sbx_ns::Bind> {
     mounts(cfg)
