@@ -165,8 +165,29 @@ impl Proxy {
     /// A proxy without a listener: connections are handed to it with
     /// [`Proxy::serve_connection`], [`Proxy::serve_transparent`] and [`Proxy::serve_network`]
     /// (the userspace network stack does this), and guest DNS goes through
-    /// [`Proxy::resolve_for_guest`]. Must be called inside a tokio runtime only when the
-    /// connections are served (building it needs none).
+    /// [`Proxy::resolve_for_guest`]. Building it needs no runtime; serving does (the
+    /// caller's).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use sbx_net::*;
+    ///
+    /// # async fn run() -> sbx_net::Result<()> {
+    /// let ca = Arc::new(CertificateAuthority::generate()?);
+    /// let mut policy = Policy::new(Preset::DenyAll);
+    /// policy.allow(&Scope::Global, "example.com")?;
+    /// let proxy = Arc::new(Proxy::new(ProxyConfig::new(ca).with_policy(policy))?);
+    /// // The network stack answers the guest's DNS query...
+    /// if let GuestDns::Answer(ips) = proxy.resolve_for_guest("example.com").await {
+    ///     // ...and later hands over the guest's direct connection to one of the addresses.
+    ///     let (guest_side, proxy_side) = tokio::io::duplex(64 * 1024);
+    ///     let dst = std::net::SocketAddr::new(ips[0], 443);
+    ///     let names = vec!["example.com".to_string()];
+    ///     tokio::spawn(async move { proxy.serve_transparent(proxy_side, dst, &names).await });
+    ///     drop(guest_side);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn new(config: ProxyConfig) -> Result<Proxy> {
         Ok(Proxy {
             shared: Arc::new(Shared::new(config, None)?),
