@@ -90,7 +90,13 @@ impl Link {
                 Poll::Pending => return Poll::Pending,
             };
             let buf = &mut self.rx;
+            let closed = guard.ready().is_read_closed();
             match guard.try_io(|fd| fd.get_ref().read(buf)) {
+                // An empty datagram, unless the peer hung up (SOCK_SEQPACKET end of file).
+                Ok(Ok(0)) if !closed => {
+                    Counters::bump(&self.port.counters.frames_dropped);
+                    continue;
+                }
                 Ok(Ok(n)) => {
                     Counters::bump(&self.port.counters.frames_in);
                     self.rx_len = None;

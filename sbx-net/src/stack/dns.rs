@@ -158,28 +158,28 @@ impl<'a> DnsQuery<'a> {
         }
         out
     }
+
+    /// A header-only answer with `rcode` to a packet that could not be parsed as a query, or
+    /// `None` when the packet is not answered at all.
+    pub fn error_response(packet: &[u8], rcode: DnsRcode) -> Option<Vec<u8>> {
+        if packet.len() < 12 || packet[2] & 0x80 != 0 {
+            return None;
+        }
+        let rd = packet[2] & 0x01 != 0;
+        let mut flags = response_flags(rd, rcode);
+        // Keep the opcode the client sent.
+        flags |= u16::from(packet[2] & 0x78) << 8;
+        let mut out = Vec::with_capacity(12);
+        out.extend_from_slice(&packet[0..2]);
+        out.extend_from_slice(&flags.to_be_bytes());
+        out.extend_from_slice(&[0; 8]);
+        Some(out)
+    }
 }
 
 fn response_flags(recursion_desired: bool, rcode: DnsRcode) -> u16 {
     // QR, opcode 0, RD echoed, RA set.
     0x8000 | if recursion_desired { 0x0100 } else { 0 } | 0x0080 | rcode as u16
-}
-
-/// A header-only answer with `rcode` to a packet that could not be parsed as a query, or
-/// `None` when the packet is not answered at all.
-pub fn error_response(packet: &[u8], rcode: DnsRcode) -> Option<Vec<u8>> {
-    if packet.len() < 12 || packet[2] & 0x80 != 0 {
-        return None;
-    }
-    let rd = packet[2] & 0x01 != 0;
-    let mut flags = response_flags(rd, rcode);
-    // Keep the opcode the client sent.
-    flags |= u16::from(packet[2] & 0x78) << 8;
-    let mut out = Vec::with_capacity(12);
-    out.extend_from_slice(&packet[0..2]);
-    out.extend_from_slice(&flags.to_be_bytes());
-    out.extend_from_slice(&[0; 8]);
-    Some(out)
 }
 
 #[cfg(test)]
@@ -265,11 +265,11 @@ mod tests {
         let mut iq = query(1, "a.b", QTYPE_A);
         iq[2] |= 0x08; // opcode 1
         assert_eq!(DnsQuery::parse(&iq), Err(DnsError::Reply(DnsRcode::NotImp)));
-        let e = error_response(&iq, DnsRcode::NotImp).unwrap();
+        let e = DnsQuery::error_response(&iq, DnsRcode::NotImp).unwrap();
         assert_eq!(e.len(), 12);
         assert_eq!(e[2] & 0x78, 0x08);
         assert_eq!(e[3] & 0x0f, 4);
-        assert!(error_response(&resp, DnsRcode::FormErr).is_none());
+        assert!(DnsQuery::error_response(&resp, DnsRcode::FormErr).is_none());
     }
 
     #[test]
@@ -288,7 +288,7 @@ mod tests {
             if let Ok(q) = DnsQuery::parse(&p) {
                 let _ = q.response(DnsRcode::NoError, &[Ipv4Addr::LOCALHOST], 1);
             } else if let Err(DnsError::Reply(rc)) = DnsQuery::parse(&p) {
-                let _ = error_response(&p, rc);
+                let _ = DnsQuery::error_response(&p, rc);
             }
         }
     }

@@ -22,7 +22,7 @@ use tokio::time::Sleep;
 use super::classify::{classify, Action};
 use super::config::StackConfig;
 use super::device::{Counters, Link};
-use super::dns::{error_response, DnsError, DnsQuery, DnsRcode, QTYPE_A};
+use super::dns::{DnsError, DnsQuery, DnsRcode, QTYPE_A};
 use super::flow::{Flow, Outcome, ReadySet};
 use super::handler::{DropReason, Dropped, DroppedProtocol, FlowHandler, FlowStream, GuestAnswer};
 use super::names::NameTable;
@@ -478,7 +478,7 @@ impl Engine {
                 // AAAA (the guest network is IPv4 only) and every other type: no records.
                 Ok(q) => q.response(DnsRcode::NoError, &[], self.cfg.dns_ttl),
                 Err(DnsError::Ignore) => continue,
-                Err(DnsError::Reply(rc)) => match error_response(&packet, rc) {
+                Err(DnsError::Reply(rc)) => match DnsQuery::error_response(&packet, rc) {
                     Some(r) => r,
                     None => continue,
                 },
