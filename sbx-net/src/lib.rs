@@ -27,6 +27,10 @@
 //!   [`Proxy::log_blocked_network`] (rate-limited records of what the stack drops).
 //! - [`PolicyLog`]: one [`LogRecord`] per HTTP request, tunnel, flow or guest DNS query;
 //!   [`JsonLinesLog`] is a durable sink another process can read while the proxy writes.
+//! - [`NetStack`]: the userspace TCP/IP stack (smoltcp) that feeds those entry points from a
+//!   guest's Ethernet frames on a TAP or `SOCK_SEQPACKET` fd: gateway ARP and DNS, one flow
+//!   per guest TCP connection handed to a [`FlowHandler`] (which [`Proxy`] implements),
+//!   everything else dropped and logged. Configured by [`StackConfig`].
 //!
 //! The crate never builds a tokio runtime: call [`Proxy::bind`] from inside the caller's
 //! runtime. rustls and rcgen use the *ring* provider.
