@@ -39,6 +39,8 @@ enum Step {
     Done(Peeked),
     /// Not decided yet; parsing again is pointless before the buffer holds this many bytes.
     More(usize),
+    /// Not decided yet; parsing again is pointless before another line ends.
+    MoreAtNewline,
 }
 
 /// Accumulates the first bytes of a connection until they decide what it is.
@@ -46,6 +48,12 @@ pub(crate) struct Peeker {
     buf: Vec<u8>,
     max: usize,
     next_parse: usize,
+    /// An HTTP head is only parsed again once a line ends, so a head trickling in byte by
+    /// byte costs a parse per line, not per byte.
+    wait_newline: bool,
+    /// Parses so far (the cost the guest can cause).
+    parses: usize,
+    tls: TlsProgress,
 }
 
 impl Peeker {
@@ -54,6 +62,9 @@ impl Peeker {
             buf: Vec::new(),
             max,
             next_parse: 1,
+            wait_newline: false,
+            parses: 0,
+            tls: TlsProgress::default(),
         }
     }
 
@@ -66,11 +77,21 @@ impl Peeker {
     pub(crate) fn push(&mut self, data: &[u8]) -> Option<Peeked> {
         let take = data.len().min(self.room());
         self.buf.extend_from_slice(&data[..take]);
-        if self.buf.len() < self.next_parse && self.buf.len() < self.max {
+        let full = self.buf.len() >= self.max;
+        if !full
+            && (self.buf.len() < self.next_parse
+                || (self.wait_newline && !data[..take].contains(&b'\n')))
+        {
             return None;
         }
-        match parse(&self.buf) {
+        self.parses += 1;
+        match parse(&self.buf, &mut self.tls) {
             Step::Done(p) => Some(p),
+            Step::MoreAtNewline if full => Some(Peeked::Invalid(OVER_LIMIT)),
+            Step::MoreAtNewline => {
+                self.wait_newline = true;
+                None
+            }
             Step::More(need) if need > self.max || self.buf.len() >= self.max => {
                 Some(Peeked::Invalid(OVER_LIMIT))
             }
@@ -87,10 +108,18 @@ impl Peeker {
     }
 }
 
-fn parse(buf: &[u8]) -> Step {
+/// Handshake records consumed so far (records are only consumed whole, so resuming from here
+/// gives the same result as starting over).
+#[derive(Default)]
+struct TlsProgress {
+    pos: usize,
+    handshake: Vec<u8>,
+}
+
+fn parse(buf: &[u8], tls: &mut TlsProgress) -> Step {
     match buf.first() {
         None => Step::More(1),
-        Some(0x16) => parse_tls(buf),
+        Some(0x16) => parse_tls(buf, tls),
         Some(b) if b.is_ascii_uppercase() => parse_http(buf),
         Some(_) => Step::Done(Peeked::Invalid("neither tls nor http")),
     }
@@ -98,10 +127,9 @@ fn parse(buf: &[u8]) -> Step {
 
 /// Collects handshake bytes from consecutive handshake records until the first handshake
 /// message (which must be a ClientHello) is complete.
-fn parse_tls(buf: &[u8]) -> Step {
-    let mut handshake = Vec::new();
-    let mut pos = 0;
+fn parse_tls(buf: &[u8], progress: &mut TlsProgress) -> Step {
     loop {
+        let pos = progress.pos;
         let Some(header) = buf.get(pos..pos + 5) else {
             return Step::More(pos + 5);
         };
@@ -119,8 +147,9 @@ fn parse_tls(buf: &[u8]) -> Step {
         let Some(body) = buf.get(pos + 5..end) else {
             return Step::More(end);
         };
-        handshake.extend_from_slice(body);
-        pos = end;
+        progress.handshake.extend_from_slice(body);
+        progress.pos = end;
+        let handshake = &progress.handshake;
         if handshake.len() < 4 {
             continue;
         }
@@ -243,11 +272,17 @@ fn server_name(data: &[u8]) -> Result<Option<String>, &'static str> {
     Ok(host)
 }
 
+/// Parses the head up to the last complete line, so the decision depends only on whole
+/// lines (and so not on how the bytes were split into reads).
 fn parse_http(buf: &[u8]) -> Step {
+    let Some(last_newline) = buf.iter().rposition(|&b| b == b'\n') else {
+        return Step::MoreAtNewline;
+    };
+    let buf = &buf[..=last_newline];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Partial) => Step::More(buf.len() + 1),
+        Ok(httparse::Status::Partial) => Step::MoreAtNewline,
         Ok(httparse::Status::Complete(_)) => Step::Done(http_head(&req)),
         Err(httparse::Error::TooManyHeaders) => Step::Done(Peeked::Invalid("too many headers")),
         Err(_) => Step::Done(Peeked::Invalid("neither tls nor http")),
@@ -409,6 +444,34 @@ mod tests {
         // A ClientHello announcing more than the limit fails before it arrives.
         let big = [0x16, 3, 1, 0x40, 0, 1, 0x01, 0, 0];
         assert!(peek_for_fuzzing(&big, 0).starts_with("invalid"));
+    }
+
+    #[test]
+    fn byte_by_byte_input_costs_a_parse_per_line_or_record() {
+        let mut head = b"GET /".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 8000));
+        head.extend_from_slice(b" HTTP/1.1\r\nHost: a.com\r\nX: ");
+        head.extend(std::iter::repeat_n(b'b', 8000));
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut p = Peeker::new(MAX_PEEK);
+        let mut done = None;
+        for b in &head {
+            done = done.or(p.push(&[*b]));
+        }
+        assert!(matches!(done, Some(Peeked::Http(_))));
+        assert!(p.parses <= 6, "{}", p.parses);
+        let msg = hello_msg(&[sni_ext("a.com")]);
+        let bytes = records(&msg, 1);
+        let mut p = Peeker::new(MAX_PEEK);
+        for b in &bytes {
+            if p.push(&[*b]).is_some() {
+                break;
+            }
+        }
+        // One parse per record header and one per record body at most, each resuming where
+        // the last one stopped.
+        assert!(p.parses <= 2 * msg.len() + 2, "{}", p.parses);
+        assert_eq!(p.tls.handshake, msg);
     }
 
     #[test]
