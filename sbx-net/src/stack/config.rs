@@ -43,7 +43,7 @@ pub struct StackConfig {
     pub name_retention: Duration,
     /// A flow whose handshake has not completed by then is dropped.
     pub handshake_timeout: Duration,
-    /// A closing flow (one side done) whose guest side stops answering is dropped after this.
+    /// A closing flow (one side done) that moves no bytes for this long is dropped.
     pub close_timeout: Duration,
     /// How long the stack waits for the guest to acknowledge data before giving up on a flow.
     pub retransmit_timeout: Duration,

@@ -422,9 +422,8 @@ impl Engine {
             let Some(f) = f else { continue };
             let stuck_opening = f.phase == super::flow::Phase::Opening
                 && now.duration_since(f.created) > self.cfg.handshake_timeout;
-            let stuck_closing = f
-                .closing_since
-                .is_some_and(|t| now.duration_since(t) > self.cfg.close_timeout);
+            let stuck_closing = f.closing_since.is_some()
+                && now.duration_since(f.last_active) > self.cfg.close_timeout;
             if stuck_opening || stuck_closing {
                 dead.push(id);
             }

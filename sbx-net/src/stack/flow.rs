@@ -99,6 +99,8 @@ pub(crate) struct Flow {
     pub(crate) created: Instant,
     /// When the flow started closing (either side), for the close timeout.
     pub(crate) closing_since: Option<Instant>,
+    /// When bytes last moved (a half-closed flow that still moves data is not stuck).
+    pub(crate) last_active: Instant,
     pipe: Option<DuplexStream>,
     guest_eof_sent: bool,
     upstream_eof: bool,
@@ -139,6 +141,7 @@ impl Flow {
             phase: Phase::Opening,
             created: now,
             closing_since: None,
+            last_active: now,
             pipe: None,
             guest_eof_sent: false,
             upstream_eof: false,
@@ -191,6 +194,9 @@ impl Flow {
                 // socket would.
                 sock.abort();
             }
+        }
+        if moved {
+            self.last_active = now;
         }
         if self.closing_since.is_none() && (self.upstream_eof || self.guest_eof_sent) {
             self.closing_since = Some(now);
