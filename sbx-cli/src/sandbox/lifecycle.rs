@@ -224,6 +224,9 @@ pub fn create(
             reason.as_deref().unwrap_or("not available")
         );
     }
+    if let Some(n) = super::workspace::ownership_notice(&cfg) {
+        let _ = writeln!(std::io::stderr(), "{n}");
+    }
     Ok((dir, cfg))
 }
 

@@ -194,6 +194,27 @@ pub fn first_start(cfg: &SandboxConfig, client: &sbx_exec::Client) -> anyhow::Re
     super::clone::first_start(cfg, client)
 }
 
+/// A warning for a namespace sandbox whose agent will not own its workspace: created by root
+/// without `sudo`, ids map one to one, so a folder owned by anyone but uid 1000 is not the
+/// agent's to write.
+pub fn ownership_notice(cfg: &SandboxConfig) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ws = cfg.workspace.as_ref()?;
+    if cfg.backend != super::config::Backend::Namespace
+        || cfg.workspace_mode.clone
+        || ns_id_map(cfg) != sbx_ns::IdMap::Auto
+    {
+        return None;
+    }
+    let owner = std::fs::metadata(ws).ok()?.uid();
+    (owner != AGENT_ID).then(|| {
+        format!(
+            "sbx: {} belongs to host uid {owner}, and the agent is uid {AGENT_ID} (sbx runs as root without sudo, so ids map one to one): the agent can write there only where permissions let it, or with `sudo` inside. To have the agent work as the folder's owner, run sbx through sudo from that user's account.",
+            ws.display()
+        )
+    })
+}
+
 /// The namespace backend's bind mounts.
 pub fn binds(cfg: &SandboxConfig) -> Vec<sbx_ns::Bind> {
     mounts(cfg)
