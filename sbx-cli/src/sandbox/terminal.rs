@@ -189,6 +189,8 @@ pub fn attach(
             session.close_stdin();
         }
         let mut size = if interactive { window_size() } else { None };
+        // Short commands end within a few ms: wake quickly at first, then back off to 20 ms.
+        let mut wait_ms: u8 = 1;
         let outcome = loop {
             if detached.load(Ordering::SeqCst) {
                 break Attached::Detached;
@@ -200,7 +202,8 @@ pub fn attach(
                 break Attached::Exited(st);
             }
             let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::from(20u8));
+            let _ = poll(&mut fds, PollTimeout::from(wait_ms));
+            wait_ms = (wait_ms * 2).min(20);
             while let Ok(Some(info)) = sfd.read_signal() {
                 let sig = info.ssi_signo as i32;
                 if sig == Signal::SIGWINCH as i32 {
