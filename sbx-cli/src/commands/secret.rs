@@ -426,6 +426,11 @@ pub(crate) fn chosen_kind() -> anyhow::Result<StoreKind> {
     }
 }
 
+/// [`open`] for the sandbox supervisor, which injects the values the proxy needs.
+pub(crate) fn open_secrets() -> anyhow::Result<Secrets> {
+    open()
+}
+
 /// The catalog and the chosen store, plus the other stores the catalog mentions when they
 /// open without asking anything.
 fn open() -> anyhow::Result<Secrets> {

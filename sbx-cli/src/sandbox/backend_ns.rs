@@ -7,9 +7,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use sbx_ns::{AgentOptions, Bind, Config, Init, Limits, Sandbox};
+use sbx_ns::{AgentOptions, Bind, Config, Init, Ipv4Config, Limits, Sandbox};
 
 use super::config::SandboxConfig;
+use super::network;
 use super::state::SandboxDir;
 
 /// Process limit of a namespace sandbox (fork bombs hit it, not the host).
@@ -29,12 +30,30 @@ pub fn ns_config(cfg: &SandboxConfig, dir: &SandboxDir, rootfs: &Path, network: 
         .with_network(network)
         .with_setuid(true);
     c = super::workspace::apply_ns(c, cfg);
+    if network {
+        c = c
+            .with_ipv4(Ipv4Config::new(
+                network::GUEST,
+                network::PREFIX_LEN,
+                Some(network::GATEWAY),
+            ))
+            .with_bind(Bind::new(
+                network::ca_cert_file(dir),
+                network::CA_GUEST_PATH,
+                true,
+            ));
+    }
     c
 }
 
-/// The agent flags: the sandbox stays up whatever its commands do, until `sbx stop`.
-pub fn agent_options() -> AgentOptions {
-    AgentOptions::default().with_args(["--on-main-exit", "stay"])
+/// The agent flags: the sandbox stays up whatever its commands do, until `sbx stop`; with a
+/// network, the name server, the sandbox CA and the proxy variables.
+pub fn agent_options(network: bool) -> AgentOptions {
+    let mut args: Vec<String> = vec!["--on-main-exit".into(), "stay".into()];
+    if network {
+        args.extend(network::agent_args(false));
+    }
+    AgentOptions::default().with_args(args)
 }
 
 /// A running namespace sandbox.
@@ -65,7 +84,7 @@ pub fn start(
         .stdin(Stdio::null())
         .stdout(Stdio::from(console))
         .stderr(Stdio::from(console2))
-        .agent(agent_options())
+        .agent(agent_options(network))
         .timeout(Duration::from_secs(30))
         .start()
         .context("starting the namespace sandbox")?;
@@ -91,7 +110,6 @@ impl NsRunning {
     }
 
     /// The sandbox, e.g. to take its TAP device for the network.
-    #[allow(dead_code)] // for `supervisor::start_network` once guest networking lands
     pub fn sandbox_mut(&mut self) -> Option<&mut Sandbox> {
         self.sandbox.as_mut()
     }
@@ -180,6 +198,15 @@ mod tests {
         assert_eq!(c.limits.memory_bytes, Some(1 << 30));
         assert_eq!(c.limits.cpus, Some(2.0));
         assert!(c.allow_setuid && !c.network);
-        assert_eq!(agent_options().args, ["--on-main-exit", "stay"]);
+        assert_eq!(agent_options(false).args, ["--on-main-exit", "stay"]);
+        let with_net = ns_config(&cfg, &dir, Path::new("/img/rootfs"), true);
+        assert!(with_net.network);
+        assert!(with_net.binds.contains(&Bind::new(
+            "/d/sandboxes/shell-ws/ca/ca.pem",
+            "/etc/sbx/ca.pem",
+            true
+        )));
+        let args = agent_options(true).args;
+        assert!(args.windows(2).any(|w| w == ["--nameserver", "10.77.0.1"]));
     }
 }

@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use sbx_vmm::{StopHandle, VmBuilder, VmExit};
 
 use super::config::SandboxConfig;
+use super::network;
 use super::state::SandboxDir;
 
 /// The vsock port the agent serves exec on.
@@ -64,6 +65,9 @@ pub fn cmdline(cfg: &SandboxConfig, boot: &BootFiles) -> String {
         .iter()
         .map(|s| s.to_string()),
     );
+    if super::supervisor::NETWORK {
+        words.extend(network::agent_args(true));
+    }
     words.extend(super::workspace::guest_mount_args(cfg));
     words.join(" ")
 }
@@ -123,6 +127,7 @@ pub struct VmRunning {
     stop: StopHandle,
     exited: mpsc::Receiver<VmExit>,
     client: sbx_exec::Client,
+    net_fd: Option<std::os::fd::OwnedFd>,
     /// One per shared host folder; killed when the VM is dropped.
     _virtiofsd: Vec<sbx_vmm::Virtiofsd>,
 }
@@ -136,12 +141,20 @@ pub fn start(cfg: &SandboxConfig, dir: &SandboxDir, boot: &BootFiles) -> anyhow:
         .append(true)
         .open(dir.console_log())
         .with_context(|| format!("opening {}", dir.console_log().display()))?;
-    let virtiofsd =
-        super::workspace::start_virtiofsd(cfg, &super::workspace::fs_shares(cfg, dir))?;
-    let vm = builder(cfg, dir, boot)?
-        .serial_output(Box::new(console))
-        .start()
-        .context("starting the microVM")?;
+    let virtiofsd = super::workspace::start_virtiofsd(cfg, &super::workspace::fs_shares(cfg, dir))?;
+    let mut vmb = builder(cfg, dir, boot)?.serial_output(Box::new(console));
+    let mut net_fd = None;
+    if super::supervisor::NETWORK {
+        // One end for virtio-net, the other for sbx-net's stack (`supervisor::start_network`).
+        let (backend, theirs) =
+            sbx_vmm::FdNetBackend::socketpair().context("creating the network socket pair")?;
+        vmb = vmb.net(sbx_vmm::NetConfig::new(
+            network::GUEST_MAC,
+            Box::new(backend),
+        ));
+        net_fd = Some(theirs);
+    }
+    let vm = vmb.start().context("starting the microVM")?;
     let stop = vm.stop_handle();
     let (tx, exited) = mpsc::channel();
     std::thread::Builder::new()
@@ -154,6 +167,7 @@ pub fn start(cfg: &SandboxConfig, dir: &SandboxDir, boot: &BootFiles) -> anyhow:
         stop,
         exited,
         client: sbx_exec::Client::new(transport),
+        net_fd,
         _virtiofsd: virtiofsd,
     })
 }
@@ -162,6 +176,11 @@ impl VmRunning {
     /// The exec client (over the vsock socket).
     pub fn client(&self) -> sbx_exec::Client {
         self.client.clone()
+    }
+
+    /// The network stack's end of the virtio-net socket pair, once.
+    pub fn take_net_fd(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.net_fd.take()
     }
 
     /// How it ended, if it did.

@@ -7,6 +7,7 @@ pub mod clone;
 pub mod config;
 pub mod lifecycle;
 pub mod lock;
+pub mod network;
 pub mod state;
 pub mod supervisor;
 pub mod terminal;

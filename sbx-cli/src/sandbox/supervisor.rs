@@ -18,6 +18,7 @@ use super::backend_ns::{self, NsRunning};
 use super::backend_vm::{self, BootFiles, VmRunning};
 use super::config::{Backend, KitCommand, SandboxConfig, DEFAULT_WORKDIR};
 use super::lock::SandboxLock;
+use super::network;
 use super::state::{atomic_write, now_unix, Layout, RunState, RunStatus, SandboxDir};
 use crate::exit::ExitStatus;
 
@@ -28,10 +29,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long `sbx stop` waits for the supervisor before killing it.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Whether backends create a network device. The network path (sbx-net's userspace stack
-/// behind the TAP device or virtio-net) plugs in through [`start_network`]; until it does,
-/// sandboxes have no network at all.
-pub const NETWORK: bool = false;
+/// Whether backends create a network device (the TAP device or virtio-net behind sbx-net's
+/// userspace stack, see [`super::network`]).
+pub const NETWORK: bool = true;
 
 /// A started backend.
 #[derive(Debug)]
@@ -64,39 +64,64 @@ impl Running {
             Running::Microvm(r) => r.shutdown(grace),
         }
     }
-}
 
-/// The sandbox's network while it runs: the tasks serving it, aborted on drop.
-#[derive(Debug, Default)]
-pub struct Network {
-    /// The stack's and proxy's tasks on the supervisor's runtime.
-    pub tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+    /// The guest's frame device (TAP fd or the virtio-net socket), once.
+    fn take_frame_fd(&mut self) -> Option<std::os::fd::OwnedFd> {
+        match self {
+            Running::Namespace(r) => r
+                .sandbox_mut()
+                .and_then(|sb| sb.take_tap())
+                .map(sbx_ns::Tap::into_fd),
+            Running::Microvm(r) => r.take_net_fd(),
         }
     }
 }
 
-/// Sets up the sandbox's network once the backend runs: the single place where sbx-net's
-/// userspace stack and proxy get wired to the backend (the TAP device from
-/// `Running::Namespace(..).sandbox_mut().take_tap()`, or the microVM's frame socket), with the
-/// effective policy, the sandbox's secrets and its `policy.log`. Tasks run on `rt` (the
-/// supervisor's 2-worker runtime).
-///
-/// For now sandboxes have no network ([`NETWORK`] is off, so no device exists).
+/// The sandbox's network while it runs (stack, proxy, policy watcher); stops on drop.
+#[derive(Debug, Default)]
+pub struct Network {
+    /// Absent when the backend has no network device.
+    pub inner: Option<network::Network>,
+}
+
+/// Sets up the sandbox's network once the backend runs: sbx-net's userspace stack on the
+/// backend's frame device, the sandbox's proxy with the effective policy, its secrets and
+/// its `policy.log`. Tasks run on `rt` (the supervisor's 2-worker runtime).
 pub fn start_network(
     rt: &tokio::runtime::Handle,
+    data_dir: &Path,
     cfg: &SandboxConfig,
     dir: &SandboxDir,
     running: &mut Running,
 ) -> anyhow::Result<Network> {
-    let _ = (rt, running);
-    tracing::info!(sandbox = %cfg.name, dir = %dir.dir.display(), "no network: guest networking is not wired yet");
-    Ok(Network::default())
+    let Some(fd) = running.take_frame_fd() else {
+        tracing::info!(sandbox = %cfg.name, "no network device");
+        return Ok(Network::default());
+    };
+    let ca = network::sandbox_ca(dir)?;
+    let net = network::start(rt, data_dir, cfg, dir, ca, fd)?;
+    Ok(Network { inner: Some(net) })
+}
+
+/// A microVM's disk is not touched by the host: the sandbox CA goes in by exec after boot
+/// (the namespace backend binds it in and the agent installs it at start).
+fn install_ca_by_exec(
+    cfg: &SandboxConfig,
+    dir: &SandboxDir,
+    client: &Client,
+) -> anyhow::Result<()> {
+    let ca = network::sandbox_ca(dir)?;
+    let argv: Vec<String> = vec!["sh".into(), "-c".into(), network::INSTALL_CA_SCRIPT.into()];
+    let req = request(cfg, &argv, "root", Path::new("/")).env("SBX_CA_PEM", ca.cert_pem());
+    let out = client.output(req).context("installing the sandbox CA")?;
+    if !out.status.success() {
+        bail!(
+            "installing the sandbox CA failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// An exec client for a sandbox, whether or not this process started it.
@@ -256,6 +281,10 @@ fn start_backend(
             let rootfs = store
                 .current(ImageKind::Rootfs, "default")?
                 .context("no root filesystem image: run `sbx image build --only rootfs`")?;
+            if NETWORK {
+                // The agent installs it from the bind at start.
+                network::sandbox_ca(dir)?;
+            }
             backend_ns::start(cfg, dir, &rootfs.rootfs_dir(), NETWORK)
                 .map(|r| Running::Namespace(Box::new(r)))
         }
@@ -466,13 +495,16 @@ pub fn main(name: &str) -> anyhow::Result<ExitStatus> {
 
     let started_backend = (|| -> anyhow::Result<(Running, Network)> {
         let mut running = start_backend(&cfg, &dir, &layout)?;
-        let network = start_network(rt.handle(), &cfg, &dir, &mut running)?;
+        let network = start_network(rt.handle(), &layout.data_dir, &cfg, &dir, &mut running)?;
         let client = running.client();
         let boot_timeout = match cfg.backend {
             Backend::Namespace => Duration::from_secs(30),
             Backend::Microvm => Duration::from_secs(120),
         };
         wait_agent(&client, &mut running, boot_timeout)?;
+        if network.inner.is_some() && cfg.backend == Backend::Microvm {
+            install_ca_by_exec(&cfg, &dir, &client)?;
+        }
         if !dir.installed_path().exists() {
             first_start(&cfg, &dir, &client)?;
         }
