@@ -251,7 +251,7 @@ impl Store {
                 self.install(&tmp, ImageKind::Kernel, &recipe.name, &key)
             }
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
+                let _ = crate::store::remove_tree(&tmp);
                 Err(ctx.wrap(e))
             }
         }

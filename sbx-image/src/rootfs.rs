@@ -47,7 +47,18 @@ ln -sf "/usr/share/zoneinfo/"{tz} "$root/etc/localtime"
 }
 
 fn mmdebstrap_command(r: &RootfsRecipe, hook: &Path, target: &Path) -> Command {
-    let mut c = Command::new("mmdebstrap");
+    // As root mmdebstrap mounts proc, sys and dev inside the target. In a mount namespace of
+    // its own those mounts end with it, even when it is killed; otherwise they would stay on
+    // the host (with the host's /dev/shm bound inside the build directory).
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut c = if root {
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "mmdebstrap"]);
+        c
+    } else {
+        Command::new("mmdebstrap")
+    };
     c.arg(format!("--variant={}", r.variant))
         .arg("--mode=auto")
         .arg("--format=directory")
@@ -169,7 +180,7 @@ impl Store {
                 self.install(&tmp, ImageKind::Rootfs, &recipe.name, &key)
             }
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
+                let _ = crate::store::remove_tree(&tmp);
                 Err(ctx.wrap(e))
             }
         }

@@ -105,7 +105,7 @@ impl Store {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.starts_with(".build-") || name.starts_with(".old-") {
                     tracing::info!(dir = %e.path().display(), "removing a stale build directory");
-                    let _ = std::fs::remove_dir_all(e.path());
+                    let _ = remove_tree(&e.path());
                 }
             }
         }
@@ -231,20 +231,136 @@ impl Store {
         let name = dir.file_name().unwrap_or_default().to_string_lossy();
         let old = self.dir.join(format!(".old-{name}-{}", std::process::id()));
         if std::fs::rename(dir, &old).is_err() {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = remove_tree(dir);
             return;
         }
         tracing::info!(dir = %dir.display(), "removing a replaced image in the background");
         // `sh` returns at once (so it is reaped here) and leaves `rm` to init.
         let spawned = std::process::Command::new("sh")
-            .args(["-c", "rm -rf -- \"$1\" >/dev/null 2>&1 &", "sh"])
+            .args([
+                "-c",
+                "rm -rf --one-file-system -- \"$1\" >/dev/null 2>&1 &",
+                "sh",
+            ])
             .arg(&old)
             .stdin(std::process::Stdio::null())
             .status();
         if !spawned.is_ok_and(|s| s.success()) {
-            let _ = std::fs::remove_dir_all(&old);
+            let _ = remove_tree(&old);
         }
     }
+}
+
+/// Deletes a build or image directory, first detaching anything still mounted below it (a
+/// build killed mid-way can leave `proc`, `sys`, `dev/shm`... mounted in its root, and a plain
+/// recursive delete would then delete inside the host's own `/dev/shm`). Refuses to delete
+/// while a mount below remains.
+pub(crate) fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    let mut mounts = mounts_below(dir);
+    // Deepest first, so parents are unmounted after their children.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    for m in &mounts {
+        tracing::warn!(mount = %m.display(), "detaching a mount left by a build that died");
+        let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
+        // SAFETY: umount2 reads one NUL-terminated path that outlives the call.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(mount = %m.display(), "could not detach: {e}");
+        }
+    }
+    if !mounts_below(dir).is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{} still has mounts below it; not deleting it",
+            dir.display()
+        )));
+    }
+    std::fs::remove_dir_all(dir)
+}
+
+/// Mount points strictly below `dir` (or `dir` itself), from `/proc/self/mountinfo`.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(&dir))
+        .collect()
+}
+
+#[cfg(test)]
+mod remove_tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo("/a\\040b/c"), "/a b/c");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/tail\\04"), "/tail\\04");
+    }
+
+    #[test]
+    fn a_mount_inside_a_build_dir_is_detached_not_deleted_through() {
+        if !nix_root() {
+            eprintln!("SKIPPED: needs root to mount");
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("sbx-remove-tree-{}", std::process::id()));
+        let victim = base.join("outside");
+        let build = base.join(".build-x");
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("keep"), b"precious").unwrap();
+        std::fs::create_dir_all(build.join("rootfs/dev/shm")).unwrap();
+        let src = std::ffi::CString::new(victim.as_os_str().as_encoded_bytes()).unwrap();
+        let dst =
+            std::ffi::CString::new(build.join("rootfs/dev/shm").as_os_str().as_encoded_bytes())
+                .unwrap();
+        // SAFETY: mount reads NUL-terminated strings that outlive the call; a bind mount of a
+        // temporary directory onto another.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        remove_tree(&build).unwrap();
+        assert!(!build.exists());
+        assert_eq!(std::fs::read(victim.join("keep")).unwrap(), b"precious");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    fn nix_root() -> bool {
+        // SAFETY: geteuid has no arguments and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The files a guest boots from. Each can be the user's own; the rest come from the store.
