@@ -304,6 +304,7 @@ mod remove_tests {
     }
 
     #[test]
+    #[allow(clippy::print_stderr)]
     fn a_mount_inside_a_build_dir_is_detached_not_deleted_through() {
         if !nix_root() {
             eprintln!("SKIPPED: needs root to mount");
