@@ -336,3 +336,44 @@ fn dns_parser_survives_mutated_queries() {
         "the mutations keep some queries valid: {accepted}"
     );
 }
+
+/// The microVM case: a `SOCK_SEQPACKET` pair, one frame per read and write; the stack stops
+/// when the VMM's end closes.
+#[tokio::test]
+async fn seqpacket_frames_and_end_of_file() {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let stack = NetStack::spawn(StackConfig::default(), ours, Arc::new(Fake::default())).unwrap();
+    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    arp.extend_from_slice(&GUEST_MAC);
+    arp.extend_from_slice(&GUEST.octets());
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&GW.octets());
+    let frame = eth(0x0806, [0xff; 6], &arp);
+    let reply = tokio::task::spawn_blocking(move || {
+        nix::unistd::write(&theirs, &frame).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = nix::unistd::read(&theirs, &mut buf).unwrap();
+        (buf[..n].to_vec(), theirs)
+    });
+    let (reply, theirs) = tokio::time::timeout(Duration::from_secs(5), reply)
+        .await
+        .expect("an arp reply")
+        .unwrap();
+    assert_eq!(reply.len(), 42, "one frame per read");
+    assert_eq!(reply[22..28], GW_MAC);
+    drop(theirs);
+    for _ in 0..100 {
+        if stack.is_finished() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the stack did not stop at end of file");
+}

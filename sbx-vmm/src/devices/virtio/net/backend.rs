@@ -40,7 +40,8 @@ pub trait NetBackend: Send {
 /// `socketpair(AF_UNIX, SOCK_SEQPACKET)` whose other end a userspace network stack holds.
 ///
 /// [`new`](Self::new) puts the fd in non-blocking mode. Sends on a socket use `MSG_NOSIGNAL`, so
-/// a closed peer is an error rather than `SIGPIPE`.
+/// a closed peer is an error rather than `SIGPIPE`. An empty datagram on a socket is skipped
+/// (it is no frame); `recv` returns `Ok(0)` only once the peer hung up.
 ///
 /// A VM whose network card is one end of a socketpair; a userspace stack serves the other:
 ///
@@ -83,6 +84,28 @@ impl FdNetBackend {
         Ok(Self { fd, socket })
     }
 
+    /// Whether the peer closed or shut down its sending side. `libc::poll` directly: nix's
+    /// `PollFd::revents` is `None` when the kernel sets a bit nix does not name (`POLLRDHUP`).
+    fn hung_up(&self) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: `pfd` is one valid, initialized pollfd that outlives the call, and the
+            // count passed is 1; a zero timeout never blocks.
+            let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+            if n >= 0 {
+                return Ok(pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
     /// A new `socketpair(AF_UNIX, SOCK_SEQPACKET)` (both ends close-on-exec): a backend over
     /// one end, and the other end for the network stack (left blocking; the stack sets its own
     /// mode).
@@ -103,6 +126,9 @@ impl NetBackend for FdNetBackend {
         loop {
             match nix::unistd::read(self.fd.as_fd(), buf) {
                 Err(Errno::EINTR) => continue,
+                // On a socket, 0 is also an empty datagram: not a frame, and not the end
+                // unless the peer hung up.
+                Ok(0) if self.socket && !self.hung_up()? => continue,
                 r => return r.map_err(io::Error::from),
             }
         }
@@ -154,6 +180,7 @@ mod tests {
         let err = be.recv(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         nix::unistd::write(&peer, b"one").unwrap();
+        nix::unistd::write(&peer, b"").unwrap();
         nix::unistd::write(&peer, b"second").unwrap();
         assert_eq!(be.recv(&mut buf).unwrap(), 3);
         assert_eq!(&buf[..3], b"one");
@@ -163,7 +190,16 @@ mod tests {
         assert_eq!(nix::unistd::read(&peer, &mut got).unwrap(), 5);
         drop(peer);
         assert_eq!(be.recv(&mut buf).unwrap(), 0, "EOF after the peer closed");
+        assert_eq!(be.recv(&mut buf).unwrap(), 0, "and it stays");
         assert!(be.send(b"x").is_err(), "no SIGPIPE, an error");
+    }
+
+    #[test]
+    fn peer_shutting_down_its_side_is_the_end() {
+        let (mut be, peer) = pair();
+        nix::sys::socket::shutdown(peer.as_raw_fd(), nix::sys::socket::Shutdown::Write).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(be.recv(&mut buf).unwrap(), 0);
     }
 
     #[test]
