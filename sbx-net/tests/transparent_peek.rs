@@ -159,7 +159,11 @@ fn mutated_inputs_never_panic_and_do_not_depend_on_read_size() {
         }
         let whole = peek_for_fuzzing(&data, 0);
         let step = rng.below(32) + 1;
-        assert_eq!(whole, peek_for_fuzzing(&data, step), "input {i}, step {step}");
+        assert_eq!(
+            whole,
+            peek_for_fuzzing(&data, step),
+            "input {i}, step {step}"
+        );
         if whole != "undecided" {
             decided += 1;
         }
