@@ -60,7 +60,12 @@ impl Home {
 
     /// `sbx exec NAME bash -c SCRIPT`: (exit code, stdout).
     fn sh(&self, name: &str, script: &str) -> (i32, String) {
-        let out = self.run(&["exec", name, "bash", "-c", script]);
+        self.sh_as("agent", name, script)
+    }
+
+    /// `sbx exec -u USER NAME bash -c SCRIPT`: (exit code, stdout).
+    fn sh_as(&self, user: &str, name: &str, script: &str) -> (i32, String) {
+        let out = self.run(&["exec", "-u", user, name, "bash", "-c", script]);
         eprintln!("$ {script}\n{}", show(&out));
         (
             out.status.code().unwrap_or(-1),
@@ -151,6 +156,42 @@ srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
+
+/// Scans the readable memory of every other process in the sandbox (as root inside) for the
+/// real token (given as `{REAL_HEX}`, its bytes reversed in hex, so neither this script nor
+/// the shell and agent that carry it hold the token) and for the placeholder in `$TEST_TOKEN`;
+/// prints "processes real-hits placeholder-hits".
+const MEMSCAN: &str = r#"import os, re
+real = bytes.fromhex("{REAL_HEX}")[::-1]
+fake = os.environ["TEST_TOKEN"].encode()
+procs = hits = found = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid():
+        continue
+    try:
+        maps = open(f"/proc/{pid}/maps").read().splitlines()
+        mem = open(f"/proc/{pid}/mem", "rb", 0)
+    except OSError:
+        continue
+    procs += 1
+    for line in maps:
+        m = re.match(r"([0-9a-f]+)-([0-9a-f]+) r", line)
+        if not m or "[vvar]" in line or "[vsyscall]" in line:
+            continue
+        a, b = int(m.group(1), 16), int(m.group(2), 16)
+        try:
+            mem.seek(a)
+            data = mem.read(b - a)
+        except (OSError, OverflowError, ValueError):
+            continue
+        hits += data.count(real)
+        found += data.count(fake)
+print(procs, hits, found)
+"#;
+
+fn reversed_hex(s: &str) -> String {
+    s.bytes().rev().map(|b| format!("{b:02x}")).collect()
+}
 
 struct Upstream(Child);
 
@@ -280,6 +321,26 @@ fn the_sandbox_network_does_what_sbx_policy_says() {
         (code, hits.split_whitespace().collect::<Vec<_>>()),
         (0, vec!["0", "0"])
     );
+
+    // And nowhere in the memory of any process in the sandbox (the scanner's own environment
+    // holds the placeholder, which proves the scan reads memory).
+    let (code, hits) = home.sh_as(
+        "root",
+        "net",
+        &format!(
+            "python3 - <<'EOF'\n{}EOF",
+            MEMSCAN.replace("{REAL_HEX}", &reversed_hex(REAL_TOKEN))
+        ),
+    );
+    assert_eq!(code, 0);
+    let hits: Vec<&str> = hits.split_whitespace().collect();
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    assert!(
+        hits[0].parse::<u32>().unwrap() >= 2,
+        "processes scanned: {hits:?}"
+    );
+    assert_eq!(hits[1], "0", "the real token in guest memory");
+    assert_ne!(hits[2], "0", "the placeholder must be found");
 
     // A name the policy does not allow: refused and logged.
     let (code, _) = home.sh("net", &format!("curl -sS --max-time 20 https://{OTHER}/"));
