@@ -8,7 +8,7 @@
 //! with curl and python3 is built once into the target's tmp folder) and, for the references,
 //! `slirp4netns` and `pasta` (Debian `passt`); a missing reference is skipped with a message.
 //! `SBX_BENCH_NET_MIB` (default 1024) and `SBX_BENCH_NET_CONNS` (default 500) size the runs.
-//! All links use MTU 1500, plus a row for pasta at its default MTU 65520.
+//! All links use MTU 1500, plus rows for sbx-net and pasta at pasta's default MTU 65520.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -137,7 +137,8 @@ impl Drop for Backend {
     }
 }
 
-fn sandbox(root: &Path, state: &Path, ours: bool) -> Sandbox {
+/// A sandbox; `ours`: with a TAP and static IPv4 for sbx-net's stack at `mtu`.
+fn sandbox(root: &Path, state: &Path, ours: bool, mtu: u32) -> Sandbox {
     let _ = std::fs::remove_dir_all(state);
     std::fs::create_dir_all(state).unwrap();
     let resolv = state.join("resolv.conf");
@@ -150,11 +151,14 @@ fn sandbox(root: &Path, state: &Path, ours: bool) -> Sandbox {
     .with_bind(Bind::new(&resolv, "/etc/resolv.conf", true))
     .with_network(ours);
     if ours {
-        cfg = cfg.with_ipv4(Ipv4Config::new(
-            Ipv4Addr::new(10, 77, 0, 2),
-            24,
-            Some(Ipv4Addr::new(10, 77, 0, 1)),
-        ));
+        cfg = cfg.with_ipv4(
+            Ipv4Config::new(
+                Ipv4Addr::new(10, 77, 0, 2),
+                24,
+                Some(Ipv4Addr::new(10, 77, 0, 1)),
+            )
+            .with_mtu(mtu),
+        );
     }
     Sandbox::builder(cfg)
         .agent(AgentOptions::default())
@@ -173,9 +177,17 @@ fn sh(c: &Client, script: &str) -> (i32, String, String) {
     )
 }
 
-fn ours(rt: &tokio::runtime::Runtime, root: &Path, dir: &Path, server: SocketAddr) -> Backend {
-    let state = dir.join("ours");
-    let mut sb = sandbox(root, &state, true);
+fn ours(
+    rt: &tokio::runtime::Runtime,
+    root: &Path,
+    dir: &Path,
+    server: SocketAddr,
+    name: &'static str,
+) -> Backend {
+    let big = name.ends_with("65520");
+    let state = dir.join(name.replace(' ', "-"));
+    let mtu = if big { 65520 } else { 1500 };
+    let mut sb = sandbox(root, &state, true, mtu);
     let tap = sb.take_tap().expect("tap");
     let mut policy = Policy::new(Preset::DenyAll);
     policy.allow(&Scope::Global, "bench.test").unwrap();
@@ -187,11 +199,16 @@ fn ours(rt: &tokio::runtime::Runtime, root: &Path, dir: &Path, server: SocketAdd
     let proxy = Arc::new(Proxy::new(config).unwrap());
     let stack = {
         let _g = rt.enter();
-        NetStack::spawn(StackConfig::default(), tap.into(), proxy.clone()).unwrap()
+        NetStack::spawn(
+            StackConfig::default().with_mtu(mtu as usize),
+            tap.into(),
+            proxy.clone(),
+        )
+        .unwrap()
     };
     let client = sb.client().unwrap();
     Backend {
-        name: "sbx-net stack",
+        name,
         sandbox: Some(sb),
         client,
         base: "http://bench.test".into(),
@@ -221,7 +238,7 @@ fn reference(name: &'static str, root: &Path, dir: &Path, server: SocketAddr) ->
         return None;
     }
     let state = dir.join(name.replace(' ', "-"));
-    let sb = sandbox(root, &state, false);
+    let sb = sandbox(root, &state, false, 1500);
     let pid = sb.pid().to_string();
     let mut cmd = Command::new(bin);
     // pasta drops CAP_SYS_PTRACE before opening /proc/PID/ns/*, so it gets the network
@@ -388,9 +405,15 @@ fn main() {
     let server = rt.block_on(server());
     let dir = std::env::temp_dir().join(format!("sbx-bench-net-{}", std::process::id()));
     let mut rows: Vec<(&str, f64, f64)> = Vec::new();
-    for name in ["sbx-net stack", "slirp4netns", "pasta", "pasta mtu 65520"] {
-        let b = if name == "sbx-net stack" {
-            Some(ours(&rt, &root, &dir, server))
+    for name in [
+        "sbx-net stack",
+        "slirp4netns",
+        "pasta",
+        "sbx-net mtu 65520",
+        "pasta mtu 65520",
+    ] {
+        let b = if name.starts_with("sbx-net") {
+            Some(ours(&rt, &root, &dir, server, name))
         } else {
             reference(name, &root, &dir, server)
         };
@@ -398,20 +421,28 @@ fn main() {
         let tput = throughput(&b, mib, runs);
         let rate = conn_rate(&b, conns);
         println!(
-            "{:<16} download {mib} MiB: {tput:>8.1} MiB/s   setup: {rate:>7.0} conn/s ({conns} sequential)",
+            "{:<17} download {mib} MiB: {tput:>8.1} MiB/s   setup: {rate:>7.0} conn/s ({conns} sequential)",
             b.name
         );
         rows.push((b.name, tput, rate));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    if let Some(&(_, t0, r0)) = rows.first() {
-        println!("\nratios (sbx-net stack / reference):");
-        for (name, t, r) in rows.iter().skip(1) {
-            println!(
-                "  vs {name:<16} throughput {:.2}x   connection setup {:.2}x",
-                t0 / t,
-                r0 / r
-            );
+    // Each sbx-net row against the references at the same MTU.
+    println!("\nratios (sbx-net / reference, same MTU):");
+    let find = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| (r.1, r.2));
+    for (ours, refs) in [
+        ("sbx-net stack", &["slirp4netns", "pasta"][..]),
+        ("sbx-net mtu 65520", &["pasta mtu 65520"][..]),
+    ] {
+        let Some((t0, r0)) = find(ours) else { continue };
+        for name in refs {
+            if let Some((t, r)) = find(name) {
+                println!(
+                    "  {ours:<17} vs {name:<16} throughput {:.2}x   connection setup {:.2}x",
+                    t0 / t,
+                    r0 / r
+                );
+            }
         }
     }
 }

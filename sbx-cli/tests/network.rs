@@ -138,15 +138,24 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// The upstream: HTTPS on 127.0.0.1, answers `injected` when the request carried the real
 /// token and `placeholder` otherwise (it never echoes a secret back).
 const SERVER: &str = r#"
-import http.server, os, ssl, sys
+import hashlib, http.server, os, ssl, sys
+BLOB = bytes(range(256)) * 32768
 class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        auth = self.headers.get("Authorization", "")
-        body = b"injected\n" if auth == "Bearer " + os.environ["REAL_TOKEN"] else b"placeholder\n"
+    protocol_version = "HTTP/1.1"
+    def reply(self, body):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    def do_PUT(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.reply(hashlib.sha256(body).hexdigest().encode() + b"\n")
+    def do_GET(self):
+        if self.path == "/blob":
+            return self.reply(BLOB)
+        auth = self.headers.get("Authorization", "")
+        body = b"injected\n" if auth == "Bearer " + os.environ["REAL_TOKEN"] else b"placeholder\n"
+        self.reply(body)
     def log_message(self, *a):
         pass
 srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
@@ -188,6 +197,17 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         found += data.count(fake)
 print(procs, hits, found)
 "#;
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
 
 fn reversed_hex(s: &str) -> String {
     s.bytes().rev().map(|b| format!("{b:02x}")).collect()
@@ -295,6 +315,7 @@ fn the_sandbox_network_does_what_sbx_policy_says() {
     assert!(out.status.success(), "secret set-custom: {}", show(&out));
 
     let ws = dir.join("ws");
+    std::fs::copy(&ca, ws.join("upstream-ca.pem")).unwrap();
     home.ok(&["create", "--name", "net", "shell", ws.to_str().unwrap()]);
     home.ok(&["policy", "allow", "network", "net", ALLOWED]);
 
@@ -342,6 +363,29 @@ fn the_sandbox_network_does_what_sbx_policy_says() {
     assert_eq!(hits[1], "0", "the real token in guest memory");
     assert_ne!(hits[2], "0", "the placeholder must be found");
 
+    // Bulk both ways over the sandbox's link (MTU 65520 on the namespace backend), through
+    // the proxy and transparently: checksums match.
+    let (code, mtu) = home.sh("net", "cat /sys/class/net/eth0/mtu");
+    assert_eq!((code, mtu.trim()), (0, "65520"));
+    let blob: Vec<u8> = (0..32768).flat_map(|_| 0..=255u8).collect();
+    let want = sha256_hex(&blob);
+    for flags in ["", "--noproxy '*' --cacert \"$CA\""] {
+        let (code, out) = home.sh(
+            "net",
+            &format!(
+                "set -e; CA={ca}; curl -sS --max-time 60 {flags} https://{ALLOWED}/blob | sha256sum | cut -d' ' -f1; \
+                 head -c 8M /dev/urandom > /tmp/up; sha256sum /tmp/up | cut -d' ' -f1; \
+                 curl -sS --max-time 60 {flags} -T /tmp/up https://{ALLOWED}/up",
+                ca = ws.join("upstream-ca.pem").display()
+            ),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(code, 0, "{flags}");
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines[0], want, "download {flags}");
+        assert_eq!(lines[1], lines[2], "upload {flags}");
+    }
+
     // A name the policy does not allow: refused and logged.
     let (code, _) = home.sh("net", &format!("curl -sS --max-time 20 https://{OTHER}/"));
     assert_ne!(code, 0);
@@ -351,7 +395,6 @@ fn the_sandbox_network_does_what_sbx_policy_says() {
     // the upstream's own certificate, so it trusts the upstream's CA from the workspace), no
     // injection.
     let upstream_ca = ws.join("upstream-ca.pem");
-    std::fs::copy(&ca, &upstream_ca).unwrap();
     let (code, body) = home.sh(
         "net",
         &format!(

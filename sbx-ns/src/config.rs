@@ -90,16 +90,27 @@ pub struct Ipv4Config {
     pub prefix_len: u8,
     /// Default route via this address, if any.
     pub gateway: Option<Ipv4Addr>,
+    /// The interface's MTU; `None` keeps the TAP's default (1500).
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 impl Ipv4Config {
-    /// `address/prefix_len` with an optional default gateway.
+    /// `address/prefix_len` with an optional default gateway, MTU 1500.
     pub fn new(address: Ipv4Addr, prefix_len: u8, gateway: Option<Ipv4Addr>) -> Self {
         Ipv4Config {
             address,
             prefix_len,
             gateway,
+            mtu: None,
         }
+    }
+
+    /// Sets `eth0`'s MTU (68..=65535; the frame source at the other end must take frames of
+    /// `mtu + 14` bytes).
+    pub fn with_mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
     }
 }
 

@@ -81,6 +81,9 @@ fn helper_main(control: &OwnedFd) -> Result<i32, String> {
     tap::link_up("lo").map_err(|e| format!("lo up: {e}"))?;
     if config.network {
         let fd = tap::create("eth0").map_err(|e| format!("create TAP eth0: {e}"))?;
+        if let Some(mtu) = config.ipv4.as_ref().and_then(|ip| ip.mtu) {
+            tap::set_mtu("eth0", mtu).map_err(|e| format!("eth0 mtu {mtu}: {e}"))?;
+        }
         tap::link_up("eth0").map_err(|e| format!("eth0 up: {e}"))?;
         if let Some(ip) = &config.ipv4 {
             tap::configure_ipv4("eth0", ip.address, ip.prefix_len, ip.gateway)

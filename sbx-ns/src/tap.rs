@@ -157,6 +157,31 @@ pub(crate) fn link_up(name: &str) -> io::Result<()> {
 }
 
 #[repr(C)]
+struct IfReqMtu {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    mtu: libc::c_int,
+    _pad: [u8; 20],
+}
+
+/// Sets the MTU of interface `name` in the calling process's network namespace (a TAP takes
+/// 68..=65535).
+pub(crate) fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let req = IfReqMtu {
+        name: ifreq(name)?.name,
+        mtu: libc::c_int::try_from(mtu)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "MTU too large"))?,
+        _pad: [0; 20],
+    };
+    // SAFETY: SIOCSIFMTU reads a `struct ifreq` whose union holds an int; `req` has that
+    // layout (16-byte name, the int, padding to 40 bytes) and lives across the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[repr(C)]
 struct IfReqAddr {
     name: [libc::c_char; libc::IFNAMSIZ],
     addr: libc::sockaddr_in,

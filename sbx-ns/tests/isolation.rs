@@ -335,18 +335,19 @@ fn network_has_only_lo_and_the_tap() {
 }
 
 #[test]
-fn eth0_gets_the_configured_ipv4_and_its_frames_reach_the_host() {
+fn eth0_gets_the_configured_ipv4_and_mtu_and_its_frames_reach_the_host() {
     use std::net::Ipv4Addr;
     let state = State::new("ipv4");
     let cfg = config(
         &state,
-        "ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; ip route | grep default; ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1; exec sleep 60",
+        "cat /sys/class/net/eth0/mtu; ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; ip route | grep default; ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1; exec sleep 60",
     )
     .with_ipv4(sbx_ns::Ipv4Config::new(
         Ipv4Addr::new(10, 0, 2, 15),
         24,
         Some(Ipv4Addr::new(10, 0, 2, 2)),
-    ));
+    )
+    .with_mtu(9000));
     let mut sb = Sandbox::builder(cfg)
         .stdout(Stdio::piped())
         .start()
@@ -375,6 +376,7 @@ fn eth0_gets_the_configured_ipv4_and_its_frames_reach_the_host() {
         }
     }
     let mut lines = BufReader::new(sb.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "9000", "eth0's MTU");
     assert_eq!(lines.next().unwrap().unwrap(), "inet 10.0.2.15/24");
     assert!(lines
         .next()

@@ -32,11 +32,10 @@ pub fn ns_config(cfg: &SandboxConfig, dir: &SandboxDir, rootfs: &Path, network: 
     c = super::workspace::apply_ns(c, cfg);
     if network {
         c = c
-            .with_ipv4(Ipv4Config::new(
-                network::GUEST,
-                network::PREFIX_LEN,
-                Some(network::GATEWAY),
-            ))
+            .with_ipv4(
+                Ipv4Config::new(network::GUEST, network::PREFIX_LEN, Some(network::GATEWAY))
+                    .with_mtu(network::TAP_MTU),
+            )
             .with_bind(Bind::new(
                 network::ca_cert_file(dir),
                 network::CA_GUEST_PATH,
