@@ -157,8 +157,17 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let root =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-ws-{}", std::process::id()));
+    // Not under /tmp: clone mode refuses repositories there (the sandbox's /tmp is its own).
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let base = if ["/tmp", "/run", "/dev"]
+        .iter()
+        .any(|p| target.starts_with(p))
+    {
+        Path::new("/var/tmp")
+    } else {
+        target
+    };
+    let root = base.join(format!("bench-ws-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let sbx = Sbx {

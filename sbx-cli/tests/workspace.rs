@@ -72,9 +72,18 @@ impl Home {
             eprintln!("skipped: {why}");
             return None;
         }
-        // Not under /tmp: a namespace sandbox has its own /tmp, and clone mode refuses it.
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("sbx-ws-{name}-{}", std::process::id()));
+        // Not under /tmp: a namespace sandbox has its own /tmp, and clone mode refuses it
+        // (a checkout of this repository under /tmp puts the target folder there too).
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let base = if ["/tmp", "/run", "/dev"]
+            .iter()
+            .any(|p| target.starts_with(p))
+        {
+            Path::new("/var/tmp")
+        } else {
+            target
+        };
+        let dir = base.join(format!("sbx-ws-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.json"), r#"{"default_policy":"balanced"}"#).unwrap();
