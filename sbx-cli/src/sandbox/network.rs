@@ -35,7 +35,7 @@ pub const PROXY_PORT: u16 = 3128;
 /// The guest's MAC address (microVM).
 pub const GUEST_MAC: [u8; 6] = [0x02, 0x5b, 0x78, 0x00, 0x00, 0x02];
 /// The namespace backend's link MTU: a TAP takes large frames, and at pasta's default the
-/// stack moves ~2.5x the bytes per second of MTU 1500 (`benches/benches/netstack.rs`).
+/// stack moves ~8x the bytes per second of MTU 1500 (`benches/benches/netstack.rs`).
 pub const TAP_MTU: u32 = 65520;
 /// The microVM's link MTU (virtio-net without the MTU feature or offloads).
 pub const VIRTIO_MTU: u32 = 1500;
