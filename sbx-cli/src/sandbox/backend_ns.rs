@@ -63,11 +63,13 @@ pub struct NsRunning {
     client: sbx_exec::Client,
 }
 
-/// Starts the sandbox with PID 1's output in `console.log`.
+/// Starts the sandbox with PID 1's output in `console.log`; the agent is installed in (or
+/// reused from) `agent_dir`, shared by all sandboxes of the data directory.
 pub fn start(
     cfg: &SandboxConfig,
     dir: &SandboxDir,
     rootfs: &Path,
+    agent_dir: &Path,
     network: bool,
 ) -> anyhow::Result<NsRunning> {
     std::fs::create_dir_all(dir.ns_dir())
@@ -83,7 +85,7 @@ pub fn start(
         .stdin(Stdio::null())
         .stdout(Stdio::from(console))
         .stderr(Stdio::from(console2))
-        .agent(agent_options(network))
+        .agent(agent_options(network).with_install_dir(agent_dir))
         .timeout(Duration::from_secs(30))
         .start()
         .context("starting the namespace sandbox")?;

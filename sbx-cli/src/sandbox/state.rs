@@ -41,6 +41,12 @@ impl Layout {
         }
     }
 
+    /// `D/agent`: the guest agent (this binary and its libraries) installed once for every
+    /// namespace sandbox, re-installed when the binary changes.
+    pub fn agent_dir(&self) -> PathBuf {
+        self.data_dir.join("agent")
+    }
+
     /// The image store: `SBX_IMAGES_DIR`, else `D/images`.
     pub fn images(&self) -> PathBuf {
         match std::env::var_os("SBX_IMAGES_DIR").filter(|v| !v.is_empty()) {

@@ -285,7 +285,7 @@ fn start_backend(
                 // The agent installs it from the bind at start.
                 network::sandbox_ca(dir)?;
             }
-            backend_ns::start(cfg, dir, &rootfs.rootfs_dir(), NETWORK)
+            backend_ns::start(cfg, dir, &rootfs.rootfs_dir(), &layout.agent_dir(), NETWORK)
                 .map(|r| Running::Namespace(Box::new(r)))
         }
         Backend::Microvm => {
