@@ -103,7 +103,8 @@ pub fn fuzz_block_queue(data: &[u8]) -> usize {
 /// 1 = transmit), bits 1 to 7 scale the third of three frames waiting in the backend (a
 /// `SOCK_SEQPACKET` socketpair) for the receive queue. The other queue is valid and empty.
 /// The rings sit at fixed addresses (descriptors at 0, available ring at 0x1000, used ring at
-/// 0x2000) so that a full available ring cannot overlap the used ring.
+/// 0x2000) so that a full available ring cannot overlap the used ring, and descriptor
+/// buffers are moved to 0x8000 and above so that frames never land on the rings.
 /// The device must process every chain without panicking, complete each one at most once and
 /// never report a used length beyond the header and the longest frame (0 for transmit).
 /// Returns the number of completions.
@@ -118,6 +119,7 @@ pub fn fuzz_net_queue(data: &[u8]) -> usize {
     const DESC_BYTES: usize = QSIZE as usize * 16;
     const FUZZED: u64 = 0;
     const OTHER: u64 = 0x4000;
+    const BUFFERS: u64 = 0x8000;
     let queue_at = |base: u64| {
         let mut q = Queue::new(QSIZE).expect("queue");
         q.set_size(QSIZE);
@@ -135,8 +137,12 @@ pub fn fuzz_net_queue(data: &[u8]) -> usize {
     let mut descs = [0u8; DESC_BYTES];
     let n = data.len().min(DESC_BYTES);
     descs[..n].copy_from_slice(&data[..n]);
+    // Buffers start above both queues' rings (some still end beyond guest memory): a guest
+    // may point a receive buffer at its own used ring, and the frame written there would
+    // garble the completions these checks read.
     for d in descs.chunks_exact_mut(16) {
-        let addr = u64::from_le_bytes(d[..8].try_into().expect("8 bytes")) % (3 << 20);
+        let raw = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+        let addr = BUFFERS + raw % ((3 << 20) - BUFFERS);
         d[..8].copy_from_slice(&addr.to_le_bytes());
     }
     mem.write_slice(&descs, GuestAddress(FUZZED))
